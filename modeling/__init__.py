@@ -1,0 +1,54 @@
+"""Speech emotion recognition for the Hugging Face ecosystem.
+
+Importing this package registers the model with the Auto classes (so saved folders load without
+`trust_remote_code`) and installs `SERAudioClassificationPipeline` for the "audio-classification" task.
+"""
+
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
+from transformers import logging as hf_logging
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .audio import AudioError, load_audio, prepare_waveform
+from .configuration_ser import SERConfig
+from .feature_extraction_ser import SERFeatureExtractor
+from .inference import LongPrediction, WindowPrediction, predict_long, predict_proba
+from .labels import EMOTIONS, ID2LABEL, LABEL2ID, SAMPLING_RATE
+from .modeling_ser import SERModel, SERPreTrainedModel
+from .pipeline import SERAudioClassificationPipeline
+
+AutoConfig.register(SERConfig.model_type, SERConfig, exist_ok=True)
+AutoModelForAudioClassification.register(SERConfig, SERModel, exist_ok=True)
+AutoFeatureExtractor.register(SERConfig, SERFeatureExtractor, exist_ok=True)
+
+# Saved folders carry their code and an `auto_map`, so they also load with trust_remote_code=True.
+SERConfig.register_for_auto_class()
+SERModel.register_for_auto_class("AutoModelForAudioClassification")
+SERFeatureExtractor.register_for_auto_class()
+
+# The replacement is a strict superset of the stock pipeline (same outputs; resampling without torchaudio),
+# so the "already registered" warning is silenced.
+_verbosity = hf_logging.get_verbosity()
+hf_logging.set_verbosity_error()
+PIPELINE_REGISTRY.register_pipeline(
+    "audio-classification", pipeline_class=SERAudioClassificationPipeline, pt_model=AutoModelForAudioClassification
+)
+hf_logging.set_verbosity(_verbosity)
+
+__all__ = [
+    "EMOTIONS",
+    "ID2LABEL",
+    "LABEL2ID",
+    "SAMPLING_RATE",
+    "AudioError",
+    "LongPrediction",
+    "SERAudioClassificationPipeline",
+    "SERConfig",
+    "SERFeatureExtractor",
+    "SERModel",
+    "SERPreTrainedModel",
+    "WindowPrediction",
+    "load_audio",
+    "predict_long",
+    "predict_proba",
+    "prepare_waveform",
+]

@@ -1,0 +1,69 @@
+import os
+
+# Tests never reach a hub: everything they load is made here or read from the shared RAVDESS copy.
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import csv  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("SER_DATA_DIR", REPO.parent / "shared" / "data" / "ravdess16k"))
+
+
+def tiny_backbone(norm: str = "layer", model_type: str = "wav2vec2") -> dict:
+    """A Wav2Vec2-family encoder small enough to run in milliseconds (hidden 32, 2 layers)."""
+    config = dict(
+        model_type=model_type,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        conv_dim=(32, 32, 32),
+        conv_stride=(4, 4, 4),
+        conv_kernel=(8, 8, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+    )
+    if model_type != "data2vec-audio":
+        config.update(feat_extract_norm=norm, do_stable_layer_norm=norm == "layer")
+    return config
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "manifest.csv").exists():
+        pytest.fail(f"RAVDESS copy not found at {DATA_DIR} (set SER_DATA_DIR)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def manifest(data_dir) -> list[dict]:
+    with open(data_dir / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def clip_path(data_dir) -> Path:
+    return data_dir / "Actor_01" / "03-01-05-02-01-01-01.flac"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved random tiny model with its feature extractor: what `save_pretrained` users publish."""
+    from modeling import SERConfig, SERFeatureExtractor, SERModel
+
+    path = tmp_path_factory.mktemp("tiny-model")
+    SERModel(SERConfig(backbone_config=tiny_backbone())).save_pretrained(path)
+    SERFeatureExtractor().save_pretrained(path)
+    return path

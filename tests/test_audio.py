@@ -1,0 +1,150 @@
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from modeling import AudioError, SERFeatureExtractor, load_audio, prepare_waveform
+from modeling.audio import resample
+
+SR = 16_000
+
+
+@pytest.fixture(scope="module")
+def reference(clip_path):
+    wave, sr = sf.read(clip_path, dtype="float32")
+    assert sr == SR
+    return wave
+
+
+def best_correlation(a: np.ndarray, b: np.ndarray, max_lag: int = 4000) -> float:
+    """Peak normalized cross-correlation within +-max_lag samples (lossy codecs add a delay)."""
+    n = min(len(a), len(b)) - max_lag
+    a0 = a[max_lag : max_lag + n]
+    best = 0.0
+    for lag in range(-max_lag, max_lag + 1, 1):
+        b0 = b[max_lag + lag : max_lag + lag + n]
+        if len(b0) < n:
+            continue
+        best = max(best, float(np.dot(a0, b0) / (np.linalg.norm(a0) * np.linalg.norm(b0) + 1e-12)))
+    return best
+
+
+def ffmpeg_encode(src, dst, *codec_args):
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), *codec_args, str(dst)], check=True)
+
+
+@pytest.mark.parametrize(
+    "subtype,sr",
+    [("PCM_U8", 8000), ("PCM_16", 44100), ("PCM_24", 48000), ("PCM_32", 22050), ("FLOAT", 96000), ("DOUBLE", 16000)],
+)
+def test_wav_bit_depths_and_rates(subtype, sr, reference, tmp_path):
+    path = tmp_path / f"clip_{subtype}_{sr}.wav"
+    sf.write(path, resample(reference, SR, sr), sr, subtype=subtype)
+    wave = load_audio(path)
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert abs(len(wave) - len(reference)) <= 2
+    # 8-bit at 8 kHz loses the top half of the band and most of the dynamic range; the rest is near-exact.
+    floor = 0.9 if subtype == "PCM_U8" else 0.999
+    assert best_correlation(reference, wave, max_lag=8) > floor
+
+
+@pytest.mark.parametrize(
+    "ext,args",
+    [
+        ("flac", ["-c:a", "flac"]),
+        ("mp3", ["-c:a", "libmp3lame", "-b:a", "128k"]),
+        ("ogg", ["-c:a", "libvorbis"]),
+        ("webm", ["-c:a", "libopus"]),
+        ("m4a", ["-c:a", "aac"]),
+    ],
+)
+def test_compressed_formats(ext, args, clip_path, reference, tmp_path):
+    src = tmp_path / "src.wav"
+    sf.write(src, resample(reference, SR, 44100), 44100, subtype="PCM_16")
+    dst = tmp_path / f"clip.{ext}"
+    ffmpeg_encode(src, dst, *args)
+    wave = load_audio(dst)
+    assert abs(len(wave) / SR - len(reference) / SR) < 0.1  # encoder padding is a few ms
+    assert best_correlation(reference, wave) > 0.9
+    assert np.array_equal(load_audio(dst.read_bytes()), wave)  # bytes decode like the path
+
+
+def test_stereo_and_multichannel_are_mixed_to_mono(reference, tmp_path):
+    stereo = np.stack([reference, 0.5 * reference], axis=1)
+    sf.write(tmp_path / "stereo.wav", stereo, SR, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(tmp_path / "stereo.wav"), 0.75 * reference, atol=1e-6)
+    six = np.stack([reference * (i + 1) / 6 for i in range(6)], axis=1)
+    sf.write(tmp_path / "six.wav", six, SR, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(tmp_path / "six.wav"), reference * 3.5 / 6, atol=1e-6)
+
+
+def test_arrays_at_any_rate(reference):
+    wave = prepare_waveform(resample(reference, SR, 44100), 44100)
+    assert abs(len(wave) - len(reference)) <= 1
+    int16 = (reference * 32767).astype(np.int16)
+    np.testing.assert_allclose(prepare_waveform(int16, SR), reference, atol=1e-4)
+
+
+def write(path, wave, sr=SR, subtype="FLOAT"):
+    sf.write(path, wave, sr, subtype=subtype)
+    return path
+
+
+BAD_INPUTS = {
+    "zero_bytes": (lambda p: p.write_bytes(b"") or p, "empty (0 bytes)"),
+    "header_only": (lambda p: write(p, np.zeros(0, np.float32)), "no audio samples"),
+    "silent": (lambda p: write(p, np.zeros(SR, np.float32)), "silent"),
+    "too_short": (lambda p: write(p, 0.1 * np.ones(800, np.float32)), "too short (0.050 s)"),
+    "nan": (lambda p: write(p, np.full(SR, np.nan, np.float32)), "NaN or infinite"),
+    "inf": (lambda p: write(p, np.r_[np.ones(SR - 1, np.float32) * 0.1, np.inf]), "NaN or infinite"),
+    "random_bytes": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(5000)) or p, "could not decode"),
+    "text": (lambda p: p.write_text("this is not audio\n" * 50) or p, "could not decode"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_INPUTS)
+def test_bad_input_raises_clear_error(kind, tmp_path):
+    make, message = BAD_INPUTS[kind]
+    path = tmp_path / f"{kind}.wav"
+    make(path)
+    with pytest.raises(AudioError, match=f"^{path.name}: .*{message.replace('(', '.').replace(')', '.')}"):
+        load_audio(path)
+    assert isinstance(AudioError("x"), ValueError)
+
+
+def test_missing_file_and_duration_limit(reference, tmp_path):
+    with pytest.raises(AudioError, match="no such file"):
+        load_audio(tmp_path / "missing.wav")
+    path = write(tmp_path / "long.wav", np.tile(reference, 5))
+    with pytest.raises(AudioError, match=rf"too long \({5 * len(reference) / SR:.1f} s\); the limit is 10 s"):
+        load_audio(path, max_duration_s=10)
+
+
+def test_feature_extractor_rejects_bad_arrays():
+    fe = SERFeatureExtractor()
+    with pytest.raises(AudioError, match="silent"):
+        fe(np.zeros(SR, np.float32))
+    with pytest.raises(AudioError, match="NaN"):
+        fe(np.full(SR, np.nan, np.float32))
+    with pytest.raises(AudioError, match="resample it first"):
+        fe(np.ones(SR, np.float32), sampling_rate=44100)
+
+
+def test_feature_extractor_normalizes_and_denoises(reference):
+    rng = np.random.default_rng(0)
+    noisy = reference + 0.01 * rng.standard_normal(len(reference)).astype(np.float32)
+    fe = SERFeatureExtractor()
+    out = fe([noisy, noisy[:20000]])
+    values, mask = out["input_values"], out["attention_mask"]
+    assert values.shape == (2, len(noisy)) and mask[1].sum() == 20000 and (values[1, 20000:] == 0).all()
+    assert abs(values[0].mean()) < 1e-4 and values[0].std() == pytest.approx(1.0, abs=1e-3)
+    # Spectral gating lowers the noise floor: the quietest 10% of 20 ms frames lose energy relative to the clip.
+    plain = SERFeatureExtractor(noise_reduction=False)(noisy)["input_values"][0]
+
+    def floor_ratio(x):
+        frames = x[: len(x) // 320 * 320].reshape(-1, 320)
+        energy = (frames**2).mean(1)
+        return np.percentile(energy, 10) / energy.mean()
+
+    assert floor_ratio(values[0]) < 0.5 * floor_ratio(plain)
