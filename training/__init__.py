@@ -1,0 +1,1 @@
+"""Data loading, splits, metrics and model cards for `train.py`."""
