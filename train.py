@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,6 @@ import transformers
 import yaml
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from modeling import EMOTIONS, SERConfig, SERFeatureExtractor, SERModel
 from training.card import render_card
@@ -190,9 +190,7 @@ class PadCollator:
         if "pooled_embeddings" in rows[0]:
             embeddings = torch.tensor(np.stack([row["pooled_embeddings"] for row in rows]), dtype=torch.float32)
             return {"pooled_embeddings": embeddings, "labels": labels}
-        batch = self.feature_extractor.pad(
-            {"input_values": [row["input_values"] for row in rows]}, padding=True, return_tensors="pt"
-        )
+        batch = self.feature_extractor.collate([row["input_values"] for row in rows], return_tensors="pt")
         return {"input_values": batch["input_values"], "attention_mask": batch["attention_mask"], "labels": labels}
 
 
@@ -242,6 +240,65 @@ def cached_embeddings(
     return table.with_format("numpy", columns=["pooled_embeddings", "label"]), elapsed
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from; the message says which and why."""
+
+
+def check_checkpoint(path: str) -> None:
+    """Raises `CheckpointError` unless `path` holds a complete checkpoint: trainer state and readable weights."""
+    from safetensors import safe_open
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint {folder}: no such folder")
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+        weights = sorted(folder.glob("*.safetensors"))
+        if not weights:
+            raise FileNotFoundError("no *.safetensors weights")
+        for file in weights:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    f.get_slice(key)  # reads the header and checks each tensor's extent against the file
+    except Exception as err:
+        raise CheckpointError(
+            f"checkpoint {folder} is incomplete or corrupt ({type(err).__name__}: {err}); delete it, or start "
+            "afresh with --overwrite_output_dir true"
+        ) from None
+
+
+def pick_resume_checkpoint(requested: str | None, output_dir: Path, overwrite: bool) -> str | None:
+    """The explicit checkpoint (checked), else the newest complete one in `output_dir` (a run killed while
+    saving can leave a partial last checkpoint: it is skipped with a warning)."""
+    if requested:
+        check_checkpoint(requested)
+        return requested
+    if overwrite or not output_dir.is_dir():
+        return None
+    candidates = sorted(
+        (p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for candidate in candidates:
+        try:
+            check_checkpoint(str(candidate))
+            return str(candidate)
+        except CheckpointError as err:
+            logger.warning("skipping %s", err)
+    return None
+
+
+def save_final_model(trainer: Trainer, output_dir: Path) -> None:
+    """Writes the model beside a temporary folder, then moves each file in: readers never see half a file."""
+    tmp = output_dir / ".saving"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    for file in tmp.iterdir():
+        os.replace(file, output_dir / file.name)
+    tmp.rmdir()
+
+
 def evaluate_split(trainer: Trainer, dataset: datasets.Dataset) -> dict:
     prediction = trainer.predict(dataset, metric_key_prefix="test")
     y_pred = np.argmax(prediction.predictions, axis=-1)
@@ -279,9 +336,7 @@ def run_split(
         compute_metrics=compute_metrics,
         processing_class=feature_extractor,
     )
-    resume = training_args.resume_from_checkpoint
-    if resume is None and not data_args.overwrite_output_dir and output_dir.is_dir():
-        resume = get_last_checkpoint(str(output_dir))
+    resume = pick_resume_checkpoint(training_args.resume_from_checkpoint, output_dir, data_args.overwrite_output_dir)
     if resume:
         logger.info("resuming from %s", resume)
     start = time.perf_counter()
@@ -294,7 +349,7 @@ def run_split(
     )
     test = evaluate_split(trainer, parts["test"])
     if trainer.is_world_process_zero():
-        trainer.save_model(str(output_dir))  # weights, config, preprocessor config and modeling code
+        save_final_model(trainer, output_dir)  # weights, config, preprocessor config and modeling code
         plot_confusion_matrix(
             test["confusion_matrix"]["matrix"], list(EMOTIONS), output_dir / "confusion_matrix.png", split.summary()
         )
@@ -437,6 +492,6 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except DataError as err:
+    except (DataError, CheckpointError) as err:
         logging.getLogger("train").error("%s", err)
         sys.exit(2)

@@ -8,6 +8,7 @@ mono waveform at the model's sampling rate.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from typing import BinaryIO, Union
 
@@ -16,6 +17,8 @@ import soundfile as sf
 import soxr
 
 from .labels import SAMPLING_RATE
+
+logger = logging.getLogger(__name__)
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 
@@ -49,7 +52,7 @@ def _read_bytes(source: AudioSource) -> bytes:
 
 
 def _too_long(name: str, duration: float, max_duration_s: float) -> AudioError:
-    return AudioError(f"{name}: too long ({duration:.1f} s); the limit is {max_duration_s:g} s")
+    return AudioError(f"{name}: is too long ({duration:.1f} s); the limit is {max_duration_s:g} s")
 
 
 def _decode_soundfile(data: bytes, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
@@ -57,7 +60,18 @@ def _decode_soundfile(data: bytes, name: str, max_duration_s: float | None) -> t
         # Refuse over-long input from the header, before spending memory on decoding it.
         if max_duration_s is not None and f.frames / f.samplerate > max_duration_s:
             raise _too_long(name, f.frames / f.samplerate, max_duration_s)
-        return f.read(dtype="float32", always_2d=True).T, f.samplerate
+        # Block by block, so that a file cut short (an interrupted upload or copy) yields the audio it holds.
+        blocks = []
+        try:
+            for block in f.blocks(blocksize=4096, dtype="float32", always_2d=True):
+                blocks.append(block)
+        except sf.LibsndfileError:
+            if not blocks:
+                raise
+            decoded = sum(len(b) for b in blocks) / f.samplerate
+            logger.warning("%s: the file is damaged or cut short; using the %.2f s decoded before that", name, decoded)
+        data = np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
+        return data.T, f.samplerate
 
 
 def _decode_ffmpeg(data: bytes, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
@@ -86,7 +100,7 @@ def decode_audio(source: AudioSource, max_duration_s: float | None = None) -> tu
         except Exception as err:  # each decoder has its own error types; any failure means "try the next"
             errors.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
     raise AudioError(
-        f"{name}: could not decode audio; the file is corrupt or not in a supported format "
+        f"{name}: could not be decoded as audio; the file is corrupt or not in a supported format "
         f"(WAV, FLAC, MP3, OGG, WebM, M4A) [{'; '.join(errors)}]"
     )
 
@@ -121,7 +135,7 @@ def check_waveform(
         raise AudioError(f"{name}: contains NaN or infinite sample values")
     duration = wave.shape[-1] / sampling_rate
     if duration < MIN_DURATION_S:
-        raise AudioError(f"{name}: too short ({duration:.3f} s); at least {MIN_DURATION_S} s of audio is needed")
+        raise AudioError(f"{name}: is too short ({duration:.3f} s); at least {MIN_DURATION_S} s of audio is needed")
     if max_duration_s is not None and duration > max_duration_s:
         raise _too_long(name, duration, max_duration_s)
     if np.abs(wave).max() < SILENCE_PEAK:

@@ -34,6 +34,9 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
             Value used for padding.
         return_attention_mask (`bool`, *optional*, defaults to `True`):
             The model pools over non-padding frames only, so the mask is returned by default.
+        max_duration_s (`float`, *optional*, defaults to 60.0):
+            Longest waveform accepted in one pass. Self-attention memory grows with the square of the length,
+            so an hour-long file would exhaust memory; `modeling.predict_long` classifies long audio in windows.
     """
 
     model_input_names = ["input_values", "attention_mask"]
@@ -48,6 +51,7 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
         noise_reduction_prop_decrease: float = 0.8,
         do_normalize: bool = True,
         return_attention_mask: bool = True,
+        max_duration_s: float = 60.0,
         **kwargs,
     ):
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
@@ -56,6 +60,7 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
         self.noise_reduction_prop_decrease = noise_reduction_prop_decrease
         self.do_normalize = do_normalize
         self.return_attention_mask = return_attention_mask
+        self.max_duration_s = max_duration_s
 
     def denoise(self, wave: np.ndarray) -> np.ndarray:
         if not self.noise_reduction:
@@ -78,6 +83,12 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
         if wave.ndim != 1:
             raise AudioError(f"expected a mono waveform (1-D), got shape {wave.shape}; mix it down first")
         check_waveform(wave, self.sampling_rate)
+        if len(wave) > self.max_duration_s * self.sampling_rate:
+            raise AudioError(
+                f"audio is {len(wave) / self.sampling_rate:.1f} s long; one pass takes at most {self.max_duration_s:g} s "
+                "(attention cost grows with the square of the length): use modeling.predict_long, which "
+                "classifies long audio in windows"
+            )
         wave = self.denoise(wave)
         return self.normalize(wave) if self.do_normalize else wave
 
@@ -103,8 +114,29 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
         if not is_batched:
             raw_speech = [raw_speech]
         waves = [self.process_waveform(np.asarray(w)) for w in raw_speech]
+        return self.collate(
+            waves,
+            padding=padding,
+            max_length=max_length,
+            truncation=truncation,
+            pad_to_multiple_of=pad_to_multiple_of,
+            return_attention_mask=return_attention_mask,
+            return_tensors=return_tensors,
+        )
+
+    def collate(
+        self,
+        waves: list[np.ndarray],
+        padding: bool | str = True,
+        max_length: int | None = None,
+        truncation: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+    ) -> BatchFeature:
+        """Pads waveforms that `process_waveform` already prepared (cached features, prefetched batches)."""
         padded = self.pad(
-            BatchFeature({"input_values": waves}),
+            BatchFeature({"input_values": [np.asarray(w, dtype=np.float32) for w in waves]}),
             padding=padding,
             max_length=max_length,
             truncation=truncation,

@@ -32,6 +32,12 @@ class SERPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Weights load from safetensors only: a pickled checkpoint (.bin) can run code when unpickled.
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(*args, **kwargs)
+
     def _init_weights(self, module: nn.Module) -> None:
         # The backbone is a PreTrainedModel and initializes its own modules; this covers the head.
         if isinstance(module, nn.Linear):

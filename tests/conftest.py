@@ -67,3 +67,13 @@ def tiny_model_dir(tmp_path_factory):
     SERModel(SERConfig(backbone_config=tiny_backbone())).save_pretrained(path)
     SERFeatureExtractor().save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def bad_cases(tmp_path_factory):
+    """The bad-input matrix of `bad_inputs.py`, written once for every entry point's tests."""
+    import soundfile as sf
+    from bad_inputs import make_cases
+
+    speech, _ = sf.read(REPO / "examples" / "angry_actor10.flac", dtype="float32")
+    return make_cases(tmp_path_factory.mktemp("bad-inputs"), speech)

@@ -98,8 +98,8 @@ BAD_INPUTS = {
     "too_short": (lambda p: write(p, 0.1 * np.ones(800, np.float32)), "too short (0.050 s)"),
     "nan": (lambda p: write(p, np.full(SR, np.nan, np.float32)), "NaN or infinite"),
     "inf": (lambda p: write(p, np.r_[np.ones(SR - 1, np.float32) * 0.1, np.inf]), "NaN or infinite"),
-    "random_bytes": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(5000)) or p, "could not decode"),
-    "text": (lambda p: p.write_text("this is not audio\n" * 50) or p, "could not decode"),
+    "random_bytes": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(5000)) or p, "could not be decoded"),
+    "text": (lambda p: p.write_text("this is not audio\n" * 50) or p, "could not be decoded"),
 }
 
 

@@ -62,7 +62,7 @@ def test_pipeline_bad_input(classifier, tmp_path):
     with pytest.raises(AudioError, match="silent"):
         classifier(np.zeros(16000, np.float32))
     (tmp_path / "notes.wav").write_text("not audio")
-    with pytest.raises(AudioError, match="notes.wav: could not decode"):
+    with pytest.raises(AudioError, match="notes.wav: could not be decoded"):
         classifier(str(tmp_path / "notes.wav"))
 
 

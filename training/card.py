@@ -93,11 +93,19 @@ def render_card(results: dict) -> str:
             rows.append(f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
         per_class = "\n### Per emotion (test)\n\n" + "\n".join(rows) + "\n"
     train_info = results["training"]
+    model = results["model"]
+    backbone = (
+        f"pretrained `{model['backbone']}`" if model["pretrained_backbone"] else "randomly initialised, trained from scratch"
+    )
+    epochs = f"{train_info['epochs']:g}"
+    extraction = (
+        f" (of which embedding extraction {train_info['embedding_time_s']:.0f} s)" if train_info["embedding_time_s"] else ""
+    )
     body = f"""
 # {results["model"]["name"]}
 
 Speech emotion recognition over the eight RAVDESS emotions ({", ".join(results["labels"])}):
-a `{results["model"]["backbone_type"]}` backbone ({results["model"]["backbone"]}{", pretrained" if results["model"]["pretrained_backbone"] else ", randomly initialised and trained from scratch"}),
+a `{results["model"]["backbone_type"]}` backbone ({backbone}),
 {results["model"]["pooling"]} pooling over non-padding frames and a `Linear({results["model"]["hidden_size"]}→256) → ReLU → Dropout(0.3) → Linear(256→8)` head.
 
 ## Results
@@ -114,8 +122,8 @@ Chance level for eight balanced classes is 0.125 accuracy.
 - Mode: {train_info["mode"]}
 - Data: {data["dataset"]}: {data["clips"]} clips from {data["actors"]} actors; {data["duplicates_dropped"]} byte-identical duplicate(s) dropped, {data["skipped_names"]} file(s) off the naming layout skipped, {data["undecodable"]} unusable clip(s) skipped.
 - Preprocessing: mono, resampled to 16 kHz, spectral-gating noise reduction ({"on" if results["preprocessing"]["noise_reduction"] else "off"}), zero-mean unit-variance normalization.
-- Optimizer: AdamW, learning rate {train_info["learning_rate"]}, weight decay {train_info["weight_decay"]}, {train_info["epochs"]} epochs, batch size {train_info["batch_size"]}, seed {train_info["seed"]}.
-- Hardware: {train_info["hardware"]}; wall time {train_info["wall_time_s"]:.0f} s (of which embedding extraction {train_info["embedding_time_s"]:.0f} s).
+- Optimizer: AdamW, learning rate {train_info["learning_rate"]}, weight decay {train_info["weight_decay"]}, {epochs} epochs, batch size {train_info["batch_size"]}, seed {train_info["seed"]}.
+- Hardware: {train_info["hardware"]}; wall time {train_info["wall_time_s"]:.0f} s{extraction}, data preprocessing included.
 - Library versions: {", ".join(f"{k} {v}" for k, v in train_info["versions"].items())}.
 
 ## Use
@@ -145,3 +153,15 @@ Livingstone SR, Russo FA (2018). The Ryerson Audio-Visual Database of Emotional 
 PLoS ONE 13(5): e0196391. https://doi.org/10.1371/journal.pone.0196391
 """
     return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---\n" + body
+
+
+if __name__ == "__main__":
+    # Re-renders a run's card from its all_results.json, e.g. after editing this template.
+    import json
+    import sys
+    from pathlib import Path
+
+    from .files import write_text_atomic
+
+    for folder in map(Path, sys.argv[1:]):
+        write_text_atomic(folder / "README.md", render_card(json.loads((folder / "all_results.json").read_text())))

@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""Gradio demo: record or upload speech, get the probability of each emotion (and a timeline for long audio).
+
+    python app.py [--model FOLDER_OR_HUB_ID] [--host 127.0.0.1] [--port 7860] [--share]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import yaml
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+from modeling import EMOTIONS, AudioError, load_audio, predict_long
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_MODEL = str(HERE / "checkpoints" / "tiny-ravdess")
+EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.flac"))
+WINDOW_S = 5.0  # RAVDESS clips (3-5 s) fit one window; longer audio gets a timeline
+HOP_S = 2.5
+
+
+@dataclass
+class Limits:
+    max_duration_s: float = 600.0
+    max_file_size: str = "25mb"
+    concurrency: int = 2
+    queue_size: int = 64
+
+
+def model_note(model_id: str) -> str:
+    """Which model is loaded and what its card says it measured, read from the card rather than typed in."""
+    card = Path(model_id) / "README.md"
+    if not card.is_file():
+        return f"Model: `{model_id}`. Its card reports no measured accuracy."
+    text = card.read_text(encoding="utf-8")
+    meta = yaml.safe_load(text.split("---")[1]) if text.startswith("---") else {}
+    try:
+        result = meta["model-index"][0]["results"][0]
+        metrics = {m["type"]: m["value"] for m in result["metrics"]}
+        split = result["dataset"]["split"]
+    except (KeyError, IndexError, TypeError):
+        return f"Model: `{Path(model_id).name}`. Its card reports no measured accuracy."
+    return (
+        f"Model: `{Path(model_id).name}`. Measured on its test set: accuracy {metrics['accuracy']:.1%}, "
+        f"macro F1 {metrics['f1_macro']:.3f} (chance: 12.5%). Split: {split}."
+    )
+
+
+def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> gr.Blocks:
+    model = AutoModelForAudioClassification.from_pretrained(model_id).eval()
+    feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
+
+    def predict(audio_path: str | None):
+        if not audio_path:
+            raise gr.Error("No audio received: record something or upload a file first.")
+        try:
+            wave = load_audio(audio_path, feature_extractor.sampling_rate, max_duration_s=limits.max_duration_s)
+            result = predict_long(model, feature_extractor, wave, window_s=WINDOW_S, hop_s=HOP_S)
+        except AudioError as err:
+            raise gr.Error(str(err)) from None
+        timeline = None
+        if len(result.windows) > 1:
+            timeline = pd.DataFrame(
+                [
+                    {"time (s)": (w.start_s + w.end_s) / 2, "emotion": label, "probability": w.scores[label]}
+                    for w in result.windows
+                    if w.scores is not None
+                    for label in EMOTIONS
+                ]
+            )
+        return result.scores, gr.LinePlot(value=timeline, visible=timeline is not None)
+
+    with gr.Blocks(title="Speech emotion recognition") as demo:
+        gr.Markdown(
+            "# Speech emotion recognition\n"
+            "Record or upload speech; the model returns the probability of each of eight emotions "
+            f"({', '.join(EMOTIONS)}). Audio longer than {WINDOW_S:g} s is also shown as a timeline.\n\n"
+            f"{model_note(model_id)}\n\n"
+            "Trained on acted English speech (RAVDESS, CC BY-NC-SA 4.0): expect errors on everyday speech. "
+            "Not for decisions about people."
+        )
+        with gr.Row():
+            with gr.Column():
+                audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Speech")
+                submit = gr.Button("Recognize emotion", variant="primary")
+            with gr.Column():
+                label = gr.Label(num_top_classes=len(EMOTIONS), label="Emotion probabilities")
+                timeline = gr.LinePlot(
+                    x="time (s)", y="probability", color="emotion", y_lim=[0, 1], label="Timeline", visible=False
+                )
+        if EXAMPLES:
+            gr.Examples(examples=EXAMPLES, inputs=audio, label="Examples (held-out RAVDESS actors)")
+        submit.click(predict, inputs=audio, outputs=[label, timeline], api_name="predict")
+    demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
+    demo.ser_limits = limits  # read by launch(): the upload limit is a launch() setting in Gradio 6
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str, port: int | None, share: bool = False, **kwargs):
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=demo.ser_limits.max_file_size,
+        footer_links=["api"],
+        **kwargs,
+    )
+
+
+# A Space imports or runs this file: `demo` is the app with the default (bundled) model.
+demo = build_demo(os.environ.get("SER_MODEL", DEFAULT_MODEL)) if __name__ != "__main__" else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=os.environ.get("SER_MODEL", DEFAULT_MODEL), help="folder or Hub id")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve on every interface")
+    parser.add_argument("--port", type=int, default=None, help="default: 7860 or the next free port")
+    parser.add_argument("--share", action="store_true", help="open a public gradio.live link (off by default)")
+    parser.add_argument("--max-duration", type=float, default=Limits.max_duration_s, help="seconds of audio")
+    parser.add_argument("--max-file-size", default=Limits.max_file_size, help="upload limit, e.g. 25mb")
+    parser.add_argument("--concurrency", type=int, default=Limits.concurrency, help="predictions run at once")
+    args = parser.parse_args()
+    limits = Limits(args.max_duration, args.max_file_size, args.concurrency)
+    launch(build_demo(args.model, limits), args.host, args.port, args.share)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Load on the demo: N concurrent gradio_client clients for T seconds against a server started on loopback.
+
+    python benchmarks/bench_load.py [--clients 16] [--seconds 60]
+
+Starts `app.py` on a free 127.0.0.1 port, has every client send real example clips back to back until the
+time is up (a bounded run: it stops by itself), and reports requests, errors, p50/p95 latency and the
+server's RSS: peak, and at the end of the first and last quarter of the run (growth check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import psutil
+from common import REPO, save
+from gradio_client import Client, handle_file
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        proc = psutil.Process(server.pid)
+        examples = sorted(str(p) for p in (REPO / "examples").glob("*.flac"))
+        latencies, errors, lock = [], [], threading.Lock()
+        rss = []
+        stop_at = time.time() + args.seconds
+
+        def client_loop(i: int) -> None:
+            client = Client(url, verbose=False)
+            k = i
+            while time.time() < stop_at:
+                start = time.perf_counter()
+                try:
+                    client.predict(handle_file(examples[k % len(examples)]), api_name="/predict")
+                    with lock:
+                        latencies.append(time.perf_counter() - start)
+                except Exception as err:  # every failure counts; the run goes on
+                    with lock:
+                        errors.append(repr(err)[:200])
+                k += 1
+
+        def sample_rss() -> None:
+            while time.time() < stop_at:
+                rss.append((time.time(), sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])))
+                time.sleep(0.5)
+
+        threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
+        threads.append(threading.Thread(target=sample_rss))
+        start = time.time()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=args.seconds + 120)
+        elapsed = time.time() - start
+        quarter = [r for t, r in rss if t < start + args.seconds / 4]
+        last = [r for t, r in rss if t > start + 3 * args.seconds / 4]
+        latencies.sort()
+        save(
+            f"load_{args.clients}clients",
+            {
+                "clients": args.clients,
+                "seconds": round(elapsed, 1),
+                "requests": len(latencies) + len(errors),
+                "errors": len(errors),
+                "error_samples": errors[:5],
+                "requests_per_s": round(len(latencies) / elapsed, 2),
+                "p50_latency_s": round(statistics.median(latencies), 3) if latencies else None,
+                "p95_latency_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
+                "server_peak_rss_mb": round(max(r for _, r in rss) / 2**20, 1),
+                "server_rss_first_quarter_max_mb": round(max(quarter) / 2**20, 1),
+                "server_rss_last_quarter_max_mb": round(max(last) / 2**20, 1),
+            },
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Decoding and checking audio: every entry point (training, pipeline, demo, CLI) goes through here.
+
+Files are decoded with libsndfile (WAV, FLAC, OGG, MP3, ...) and, for containers it does not read
+(WebM, M4A/AAC, ...), with FFmpeg through torchcodec. Whatever the source, the result is a float32
+mono waveform at the model's sampling rate.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from typing import BinaryIO, Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .labels import SAMPLING_RATE
+
+logger = logging.getLogger(__name__)
+
+AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
+
+MIN_DURATION_S = 0.1
+# -80 dBFS: below this peak there is nothing a microphone picked up beyond dither.
+SILENCE_PEAK = 1e-4
+
+
+class AudioError(ValueError):
+    """Raised for input that is not usable audio; the message says what is wrong with it."""
+
+
+def _describe(source: AudioSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.basename(os.fspath(source)) or os.fspath(source)
+    return "the audio data"
+
+
+def _read_bytes(source: AudioSource) -> bytes:
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise AudioError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise AudioError(f"{path}: is a folder, not an audio file")
+        with open(path, "rb") as f:
+            return f.read()
+    return source.read()
+
+
+def _too_long(name: str, duration: float, max_duration_s: float) -> AudioError:
+    return AudioError(f"{name}: is too long ({duration:.1f} s); the limit is {max_duration_s:g} s")
+
+
+def _decode_soundfile(data: bytes, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+    with sf.SoundFile(io.BytesIO(data)) as f:
+        # Refuse over-long input from the header, before spending memory on decoding it.
+        if max_duration_s is not None and f.frames / f.samplerate > max_duration_s:
+            raise _too_long(name, f.frames / f.samplerate, max_duration_s)
+        # Block by block, so that a file cut short (an interrupted upload or copy) yields the audio it holds.
+        blocks = []
+        try:
+            for block in f.blocks(blocksize=4096, dtype="float32", always_2d=True):
+                blocks.append(block)
+        except sf.LibsndfileError:
+            if not blocks:
+                raise
+            decoded = sum(len(b) for b in blocks) / f.samplerate
+            logger.warning("%s: the file is damaged or cut short; using the %.2f s decoded before that", name, decoded)
+        data = np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
+        return data.T, f.samplerate
+
+
+def _decode_ffmpeg(data: bytes, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+    from torchcodec.decoders import AudioDecoder
+
+    decoder = AudioDecoder(data)
+    duration = decoder.metadata.duration_seconds
+    if max_duration_s is not None and duration is not None and duration > max_duration_s:
+        raise _too_long(name, duration, max_duration_s)
+    samples = decoder.get_all_samples()
+    return samples.data.numpy().astype(np.float32, copy=False), int(samples.sample_rate)
+
+
+def decode_audio(source: AudioSource, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
+    """Decodes a file, its bytes or a binary stream to `(channels, samples)` float32 and its sampling rate."""
+    name = _describe(source)
+    data = _read_bytes(source)
+    if not data:
+        raise AudioError(f"{name}: the file is empty (0 bytes)")
+    errors = []
+    for decoder in (_decode_soundfile, _decode_ffmpeg):
+        try:
+            return decoder(data, name, max_duration_s)
+        except AudioError:
+            raise
+        except Exception as err:  # each decoder has its own error types; any failure means "try the next"
+            errors.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+    raise AudioError(
+        f"{name}: could not be decoded as audio; the file is corrupt or not in a supported format "
+        f"(WAV, FLAC, MP3, OGG, WebM, M4A) [{'; '.join(errors)}]"
+    )
+
+
+def to_mono(wave: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+    """Averages channels. Without `channel_axis`, the shorter axis of a 2-D array is taken as the channels."""
+    wave = np.asarray(wave)
+    if wave.ndim == 1:
+        return wave
+    if wave.ndim != 2:
+        raise AudioError(f"audio must be 1-D (mono) or 2-D (multi-channel), got shape {wave.shape}")
+    if channel_axis is None:
+        channel_axis = 0 if wave.shape[0] <= wave.shape[1] else 1
+    return wave.mean(axis=channel_axis)
+
+
+def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLING_RATE) -> np.ndarray:
+    if orig_sr <= 0:
+        raise AudioError(f"invalid sampling rate {orig_sr}")
+    if orig_sr == target_sr:
+        return wave
+    return soxr.resample(wave, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def check_waveform(
+    wave: np.ndarray, sampling_rate: int = SAMPLING_RATE, max_duration_s: float | None = None, name: str = "audio"
+) -> None:
+    """Raises `AudioError` for a waveform the model cannot use: empty, non-finite, too short, too long or silent."""
+    if wave.size == 0:
+        raise AudioError(f"{name}: contains no audio samples (empty)")
+    if not np.isfinite(wave).all():
+        raise AudioError(f"{name}: contains NaN or infinite sample values")
+    duration = wave.shape[-1] / sampling_rate
+    if duration < MIN_DURATION_S:
+        raise AudioError(f"{name}: is too short ({duration:.3f} s); at least {MIN_DURATION_S} s of audio is needed")
+    if max_duration_s is not None and duration > max_duration_s:
+        raise _too_long(name, duration, max_duration_s)
+    if np.abs(wave).max() < SILENCE_PEAK:
+        raise AudioError(f"{name}: is silent (no signal above -80 dBFS)")
+
+
+def prepare_waveform(
+    wave: np.ndarray,
+    sampling_rate: int,
+    target_sr: int = SAMPLING_RATE,
+    max_duration_s: float | None = None,
+    name: str = "audio",
+    channel_axis: int | None = None,
+) -> np.ndarray:
+    """Mixes to mono, resamples to `target_sr` and checks an in-memory waveform."""
+    wave = np.asarray(wave)
+    if not np.issubdtype(wave.dtype, np.floating):
+        if np.issubdtype(wave.dtype, np.integer):
+            wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max)
+        else:
+            raise AudioError(f"{name}: expected numeric samples, got dtype {wave.dtype}")
+    mono = to_mono(wave, channel_axis).astype(np.float32, copy=False)
+    # Checked before resampling so that NaN or empty input is named as such, not as a resampler failure.
+    check_waveform(mono, sampling_rate, max_duration_s, name)
+    mono = resample(mono, sampling_rate, target_sr)
+    check_waveform(mono, target_sr, max_duration_s, name)
+    return mono
+
+
+def load_audio(
+    source: AudioSource, sampling_rate: int = SAMPLING_RATE, max_duration_s: float | None = None
+) -> np.ndarray:
+    """Decodes any supported audio to a checked float32 mono waveform at `sampling_rate`.
+
+    Raises:
+        AudioError: the input is missing, empty, undecodable, silent, too short, too long or not finite.
+    """
+    channels, source_sr = decode_audio(source, max_duration_s)
+    return prepare_waveform(channels, source_sr, sampling_rate, max_duration_s, _describe(source), channel_axis=0)

@@ -1,0 +1,64 @@
+"""Configuration of the speech emotion recognition model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .labels import ID2LABEL
+
+POOLING_MODES = ("mean", "weighted_mean")
+
+
+class SERConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`SERModel`]: a Wav2Vec2-family backbone, pooling over time and an MLP head.
+
+    Args:
+        backbone_config (`dict` or `PretrainedConfig`, *optional*):
+            Config of the speech encoder: any Wav2Vec2-family config that `AutoConfig` knows (wav2vec2, hubert,
+            wavlm, data2vec-audio). Defaults to a `Wav2Vec2Config()`, the size of `facebook/wav2vec2-base`.
+        head_hidden_size (`int`, *optional*, defaults to 256):
+            Width of the head's hidden layer: `Linear(hidden -> 256) -> ReLU -> Dropout -> Linear(256 -> labels)`.
+        head_dropout (`float`, *optional*, defaults to 0.3):
+            Dropout between the two layers of the head.
+        pooling (`str`, *optional*, defaults to `"mean"`):
+            `"mean"`: mean of the last hidden layer over the non-padding frames. `"weighted_mean"`: the same mean
+            over a learned softmax-weighted sum of all hidden layers (embeddings included), as in SUPERB.
+        freeze_feature_encoder (`bool`, *optional*, defaults to `True`):
+            Keep the convolutional feature encoder fixed during training (standard for wav2vec2 fine-tuning).
+        freeze_backbone (`bool`, *optional*, defaults to `False`):
+            Keep the whole backbone fixed and train the head (and layer weights) only.
+        id2label (`dict[int, str]`, *optional*):
+            Defaults to the eight RAVDESS emotions.
+    """
+
+    model_type = "ser"
+    sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="wav2vec2")}
+
+    backbone_config: dict | PretrainedConfig | None = None
+    head_hidden_size: int = 256
+    head_dropout: float = 0.3
+    pooling: Literal["mean", "weighted_mean"] = "mean"
+    freeze_feature_encoder: bool = True
+    freeze_backbone: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.id2label is None and kwargs.get("num_labels") is None:
+            self.id2label = dict(ID2LABEL)
+        if self.id2label is not None and self.label2id is None:
+            self.label2id = {label: int(i) for i, label in self.id2label.items()}
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+        super().__post_init__(**kwargs)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone_config.hidden_size
+
+    @property
+    def num_pooled_layers(self) -> int:
+        """How many hidden layers the pooling reads: the last one, or all of them (embeddings included)."""
+        return self.backbone_config.num_hidden_layers + 1 if self.pooling == "weighted_mean" else 1

@@ -1,0 +1,153 @@
+"""Speech emotion recognition: a Wav2Vec2-family backbone, masked mean pooling and an MLP head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .configuration_ser import SERConfig
+
+
+def masked_mean(hidden_states: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the time axis (-2) of `(..., frames, hidden)`, counting only frames where `frame_mask` is 1."""
+    if frame_mask is None:
+        return hidden_states.mean(dim=-2)
+    mask = frame_mask.to(hidden_states.dtype)
+    while mask.dim() < hidden_states.dim() - 1:
+        mask = mask.unsqueeze(1)  # broadcast over the layer axis
+    total = (hidden_states * mask.unsqueeze(-1)).sum(dim=-2)
+    return total / mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+
+
+class SERPreTrainedModel(PreTrainedModel):
+    config: SERConfig
+    config_class = SERConfig
+    base_model_prefix = "backbone"
+    main_input_name = "input_values"
+    input_modalities = "audio"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Weights load from safetensors only: a pickled checkpoint (.bin) can run code when unpickled.
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(*args, **kwargs)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The backbone is a PreTrainedModel and initializes its own modules; this covers the head.
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, SERModel) and module.layer_weights is not None:
+            init.constant_(module.layer_weights, 1.0 / module.layer_weights.numel())
+
+
+class SERModel(SERPreTrainedModel):
+    """Wav2Vec2-family encoder -> mean over non-padding frames -> Linear-ReLU-Dropout-Linear.
+
+    `forward` takes raw `input_values` (from [`SERFeatureExtractor`]) or, to train the head on cached features,
+    `pooled_embeddings` from [`SERModel.embed`].
+    """
+
+    def __init__(self, config: SERConfig):
+        super().__init__(config)
+        self.backbone = AutoModel.from_config(config.backbone_config)
+        self.layer_weights = nn.Parameter(torch.empty(config.num_pooled_layers)) if config.pooling == "weighted_mean" else None
+        self.head = nn.Sequential(
+            nn.Linear(config.hidden_size, config.head_hidden_size),
+            nn.ReLU(),
+            nn.Dropout(config.head_dropout),
+            nn.Linear(config.head_hidden_size, config.num_labels),
+        )
+        self.post_init()
+        self.apply_freezing()
+
+    @classmethod
+    def from_backbone(cls, backbone_name_or_path: str, **kwargs) -> "SERModel":
+        """A new model around pretrained backbone weights (a Hub id such as `facebook/wav2vec2-base`, or a folder).
+
+        Keyword arguments are `SERConfig` fields (`pooling`, `freeze_backbone`, ...); the head starts random.
+        """
+        hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+        backbone = AutoModel.from_pretrained(backbone_name_or_path, **hub_kwargs)
+        model = cls(SERConfig(backbone_config=backbone.config.to_dict(), **kwargs))
+        model.backbone.load_state_dict(backbone.state_dict())
+        return model
+
+    def apply_freezing(self) -> None:
+        """Applies `config.freeze_feature_encoder` and `config.freeze_backbone` to `requires_grad`."""
+        if self.config.freeze_feature_encoder:
+            self.backbone.feature_extractor._freeze_parameters()
+        if self.config.freeze_backbone:
+            self.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "SERModel":
+        super().train(mode)
+        # A frozen backbone stays deterministic (no dropout, no SpecAugment), so it matches cached embeddings.
+        if self.config.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    def _backbone_attention_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        # Group-norm feature encoders (e.g. wav2vec2-base) were pre-trained on zero-padded batches without a mask;
+        # the transformers docs advise not passing one to them. Pooling uses the mask either way.
+        if getattr(self.config.backbone_config, "feat_extract_norm", "layer") == "group":
+            return None
+        return attention_mask
+
+    def embed(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled backbone features, `(batch, num_pooled_layers, hidden)`: the input of [`SERModel.classify`]."""
+        weighted = self.config.pooling == "weighted_mean"
+        outputs = self.backbone(
+            input_values,
+            attention_mask=self._backbone_attention_mask(attention_mask),
+            output_hidden_states=weighted,
+        )
+        hidden = torch.stack(outputs.hidden_states, dim=1) if weighted else outputs.last_hidden_state.unsqueeze(1)
+        frame_mask = None
+        if attention_mask is not None:
+            frame_mask = self.backbone._get_feature_vector_attention_mask(hidden.shape[-2], attention_mask)
+        return masked_mean(hidden, frame_mask)
+
+    def classify(self, pooled_embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
+        """Head and loss on pooled features `(batch, num_pooled_layers, hidden)`."""
+        if self.layer_weights is not None:
+            weights = nn.functional.softmax(self.layer_weights, dim=-1)
+            pooled = (pooled_embeddings * weights.view(1, -1, 1)).sum(dim=1)
+        else:
+            pooled = pooled_embeddings[:, -1]
+        logits = self.head(pooled)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        pooled_embeddings: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        r"""
+        input_values (`torch.FloatTensor` of shape `(batch, samples)`):
+            Waveforms prepared by [`SERFeatureExtractor`].
+        attention_mask (`torch.LongTensor` of shape `(batch, samples)`, *optional*):
+            1 for real samples, 0 for padding; padding frames are left out of the mean.
+        labels (`torch.LongTensor` of shape `(batch,)`, *optional*):
+            Class indices; when given, the output holds the cross-entropy loss.
+        pooled_embeddings (`torch.FloatTensor` of shape `(batch, num_pooled_layers, hidden)`, *optional*):
+            Cached output of [`SERModel.embed`], used instead of running the backbone.
+        """
+        if pooled_embeddings is None:
+            if input_values is None:
+                raise ValueError("SERModel needs `input_values` or `pooled_embeddings`")
+            pooled_embeddings = self.embed(input_values, attention_mask)
+        return self.classify(pooled_embeddings, labels)

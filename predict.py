@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""Classify many audio files: folders are searched recursively, results go to a CSV.
+
+    python predict.py clips/ more.wav --model checkpoints/tiny-ravdess --out results.csv --batch_size 16
+
+Files are sorted by length and batched with others of similar length (little padding); decoding and
+denoising run in background threads while the model works. The run is resumable: files already in the CSV
+are skipped. A file that cannot be used gets a row with its error, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import soundfile as sf
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+from modeling import EMOTIONS, AudioError, load_audio, predict_long
+from modeling.fast import quantize_int8
+from training.data import AUDIO_EXTENSIONS
+from training.files import write_text_atomic
+
+COLUMNS = ["path", "label", "score", *EMOTIONS, "duration_s", "error"]
+DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravdess")
+
+
+def find_audio(paths: list[str]) -> list[str]:
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        else:
+            found.append(str(path))  # anything named explicitly is tried, and reported if it is not audio
+    return list(dict.fromkeys(found))
+
+
+def header_duration(path: str) -> float:
+    """Duration from the file header when libsndfile can read it (cheap); otherwise 0 (sorted first)."""
+    try:
+        return sf.info(path).duration
+    except Exception:
+        return 0.0
+
+
+def read_done(out: Path) -> list[dict]:
+    if not out.exists():
+        return []
+    with open(out, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(out: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out, buffer.getvalue())  # a killed run leaves the previous complete CSV
+
+
+def result_row(path: str, scores: dict[str, float], duration: float) -> dict:
+    label = max(scores, key=scores.get)
+    return {
+        "path": path,
+        "label": label,
+        "score": f"{scores[label]:.6f}",
+        **{e: f"{scores[e]:.6f}" for e in EMOTIONS},
+        "duration_s": f"{duration:.3f}",
+        "error": "",
+    }
+
+
+def error_row(path: str, error: Exception) -> dict:
+    return {"path": path, **{c: "" for c in COLUMNS[1:-1]}, "error": str(error)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", help="audio files and folders")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model folder or Hub id")
+    parser.add_argument("--out", default="results.csv", help="CSV to write (and to resume from)")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--dtype", choices=["fp32", "int8"], default="fp32", help="int8: quantized Linear layers")
+    parser.add_argument("--max_window_s", type=float, default=30.0, help="longer files are classified in windows")
+    parser.add_argument("--workers", type=int, default=2, help="threads decoding and denoising ahead")
+    args = parser.parse_args(argv)
+
+    model = AutoModelForAudioClassification.from_pretrained(args.model).eval()
+    if args.dtype == "int8":
+        model = quantize_int8(model)
+    fe = AutoFeatureExtractor.from_pretrained(args.model)
+    out = Path(args.out)
+    rows = read_done(out)
+    done = {r["path"] for r in rows}
+    todo = [p for p in find_audio(args.paths) if p not in done]
+    if done:
+        print(f"resuming: {len(done)} files already in {out}, {len(todo)} to go", file=sys.stderr)
+    todo.sort(key=header_duration)
+
+    def prepare(path: str):
+        try:
+            wave = load_audio(path, fe.sampling_rate)
+            if len(wave) > args.max_window_s * fe.sampling_rate:
+                return path, wave, None  # windowed below
+            return path, wave, fe.process_waveform(wave)
+        except AudioError as err:
+            return path, err, None
+
+    batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
+    progress = tqdm(total=len(todo), unit="file", desc="Classifying")
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        pending = [pool.submit(prepare, p) for p in batches[0]] if batches else []
+        for k in range(len(batches)):
+            prepared = [f.result() for f in pending]
+            # The next batch decodes while the model runs on this one; at most two batches are in memory.
+            pending = [pool.submit(prepare, p) for p in batches[k + 1]] if k + 1 < len(batches) else []
+            batch = [(p, w, x) for p, w, x in prepared if x is not None]
+            if batch:
+                inputs = fe.collate([x for _, _, x in batch], return_tensors="pt")
+                with torch.inference_mode():
+                    probs = model(**inputs).logits.softmax(-1).numpy()
+                for (path, wave, _), p in zip(batch, probs):
+                    rows.append(result_row(path, dict(zip(EMOTIONS, p.tolist())), len(wave) / fe.sampling_rate))
+            for path, wave, x in prepared:
+                if isinstance(wave, AudioError):
+                    rows.append(error_row(path, wave))
+                elif x is None:
+                    long = predict_long(model, fe, wave)
+                    rows.append(result_row(path, long.scores, long.duration_s))
+            write_rows(out, rows)
+            progress.update(len(prepared))
+    progress.close()
+    errors = sum(1 for r in rows if r["error"])
+    print(f"{len(rows)} files in {out} ({errors} with errors)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The demo as users meet it: a real server on localhost, called through gradio_client and a real browser."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import REPO
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from modeling import EMOTIONS
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+MAX_DURATION_S = 30
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("app") / "server.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--max-duration", str(MAX_DURATION_S), "--max-file-size", "2mb"],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"app.py exited early:\n{log.read()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("app.py did not start within 120 s")
+    yield {"url": url, "proc": proc}
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server["url"], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def example():
+    return REPO / "examples" / "angry_actor10.flac"
+
+
+def confidences(result) -> dict[str, float]:
+    label, _timeline = result
+    scores = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert sorted(scores) == sorted(EMOTIONS)
+    assert sum(scores.values()) == pytest.approx(1.0, abs=1e-4)
+    assert label["label"] == max(scores, key=scores.get)
+    return scores
+
+
+def test_predict_matches_the_pipeline(client, example):
+    from transformers import pipeline
+
+    expected = pipeline("audio-classification", model=str(REPO / "checkpoints" / "tiny-ravdess"), top_k=None)(
+        str(example)
+    )
+    scores = confidences(client.predict(handle_file(str(example)), api_name="/predict"))
+    assert scores == pytest.approx({r["label"]: r["score"] for r in expected}, abs=1e-4)
+
+
+def test_long_audio_gets_a_timeline(client, example, tmp_path):
+    wave, sr = sf.read(example, dtype="float32")
+    path = tmp_path / "long.wav"
+    sf.write(path, np.tile(wave, 4), sr)
+    label, timeline = client.predict(handle_file(str(path)), api_name="/predict")
+    assert timeline["visible"] is True
+    rows = timeline["value"]["data"]
+    times = sorted({r[0] for r in rows})
+    assert len(times) >= 5 and times[-1] > 10
+    assert {r[1] for r in rows} == set(EMOTIONS)
+    _, short_timeline = client.predict(handle_file(str(example)), api_name="/predict")
+    assert short_timeline["visible"] is False
+
+
+def write_bad(kind: str, tmp_path, example):
+    wave, sr = sf.read(example, dtype="float32")
+    path = tmp_path / f"{kind}.wav"
+    if kind == "silent":
+        sf.write(path, np.zeros(sr * 2, np.float32), sr)
+    elif kind == "too_short":
+        sf.write(path, wave[: int(0.05 * sr)] + 0.1, sr)
+    elif kind == "corrupt":
+        # A WAV header followed by garbage where the format chunk should be.
+        path.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + np.random.default_rng(0).bytes(300))
+    elif kind == "text":
+        path = tmp_path / "notes.txt"
+        path.write_text("definitely not audio\n" * 20)
+    elif kind == "too_long":
+        sf.write(path, np.tile(wave, int(MAX_DURATION_S / (len(wave) / sr)) + 2), sr, subtype="PCM_U8")
+    elif kind == "too_big":
+        path = tmp_path / "too_big.wav"
+        sf.write(path, np.tile(wave, 8), sr, subtype="FLOAT")  # ~4 MB, over the 2 MB limit
+    return path
+
+
+BAD = {
+    "silent": "is silent",
+    "too_short": "is too short",
+    "corrupt": "could not be decoded as audio",
+    "text": "could not be decoded as audio",
+    "too_long": f"is too long \\(.*\\); the limit is {MAX_DURATION_S} s",
+    "too_big": "(?i)file.*(size|large|exceed)",
+}
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_bad_input_gives_clear_error_and_server_keeps_serving(kind, client, server, example, tmp_path):
+    path = write_bad(kind, tmp_path, example)
+    with pytest.raises(Exception, match=BAD[kind]) as info:
+        client.predict(handle_file(str(path)), api_name="/predict")
+    if kind != "too_big":
+        assert isinstance(info.value, AppError)
+    assert server["proc"].poll() is None
+    confidences(client.predict(handle_file(str(example)), api_name="/predict"))
+
+
+def test_empty_submission(client, example):
+    with pytest.raises(AppError, match="No audio received"):
+        client.predict(None, api_name="/predict")
+    confidences(client.predict(handle_file(str(example)), api_name="/predict"))
+
+
+def test_no_files_served_beyond_gradio_needs(server):
+    for path in ("/file=app.py", "/gradio_api/file=app.py", f"/gradio_api/file={REPO / 'app.py'}", "/file=/etc/passwd"):
+        try:
+            status = urllib.request.urlopen(server["url"] + path, timeout=5).status
+        except urllib.error.HTTPError as err:
+            status = err.code
+        assert status in (403, 404), path
+
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def browser_factory():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian's chromium is needed (.ci/run installs it)")
+    with playwright.sync_playwright() as p:
+        yield lambda *flags: p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS + list(flags))
+
+
+def read_label(page) -> str:
+    page.get_by_test_id("label-output-value").wait_for(timeout=60_000)
+    return page.get_by_test_id("label-output-value").inner_text().strip()
+
+
+def test_browser_upload(browser_factory, server, client, example, tmp_path):
+    expected = confidences(client.predict(handle_file(str(example)), api_name="/predict"))
+    browser = browser_factory()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server["url"], wait_until="networkidle")
+    assert "tiny-ravdess" in page.content() and "accuracy" in page.content()
+    page.get_by_role("button", name="Upload file").click()
+    page.locator("input[type=file]").set_input_files(str(example))
+    page.get_by_role("button", name="Recognize emotion").click()
+    top = read_label(page)
+    assert top == max(expected, key=expected.get)
+    for emotion in EMOTIONS:
+        assert page.get_by_text(emotion, exact=True).count() >= 1
+    shot = tmp_path / "upload.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    # A file that is not audio shows the server's message on the page.
+    page.get_by_role("button", name="Clear").first.click()
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all" * 100)
+    page.get_by_role("button", name="Upload file").click()
+    page.locator("input[type=file]").set_input_files(str(bad))
+    page.get_by_role("button", name="Recognize emotion").click()
+    page.get_by_text("could not be decoded as audio").first.wait_for(timeout=30_000)
+    browser.close()
+
+
+def test_browser_microphone_recording(browser_factory, server, example, tmp_path):
+    fake = tmp_path / "fake_mic.wav"
+    wave, sr = sf.read(example, dtype="float32")
+    sf.write(fake, wave, sr, subtype="PCM_16")
+    browser = browser_factory(
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-audio-capture={fake}",
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, permissions=["microphone"])
+    page = context.new_page()
+    page.goto(server["url"], wait_until="networkidle")
+    page.get_by_role("button", name="Record", exact=True).click()
+    page.wait_for_timeout(4000)
+    page.get_by_role("button", name="Stop", exact=True).first.click()
+    page.get_by_role("button", name="Recognize emotion").click()
+    top = read_label(page)
+    assert top in EMOTIONS
+    page.screenshot(path=str(tmp_path / "microphone.png"), full_page=True)
+    browser.close()
+
+
+def test_demo_api_matrix(client, server, bad_cases, example):
+    for case in bad_cases:
+        expected = case.expected("demo")
+        start = time.perf_counter()
+        if expected == "ok":
+            confidences(client.predict(handle_file(str(case.path)), api_name="/predict"))
+        else:
+            with pytest.raises(Exception, match=expected):
+                client.predict(handle_file(str(case.path)), api_name="/predict")
+        assert time.perf_counter() - start < 60, f"{case.name} took too long"
+        assert server["proc"].poll() is None, f"the server died on {case.name}"
+    confidences(client.predict(handle_file(str(example)), api_name="/predict"))

@@ -1,0 +1,117 @@
+"""Faults: a training run killed mid-way resumes to the same result; broken checkpoints and unsafe weights
+are refused with a clear message."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import REPO, tiny_backbone
+from transformers import AutoModelForAudioClassification
+
+import train
+from modeling import SERConfig, SERModel
+
+ARGS = [
+    "configs/tiny.yaml", "--max_clips", "96", "--num_train_epochs", "3", "--eval_strategy", "no",
+    "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "3", "--load_best_model_at_end", "false",
+    "--logging_steps", "1", "--dataloader_pin_memory", "false",
+]  # fmt: skip
+
+
+def launch(out, cache_dir):
+    return subprocess.Popen(
+        [sys.executable, "train.py", *ARGS, "--output_dir", str(out), "--preprocessing_cache_dir", cache_dir],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def steps(out):
+    return sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    cache_dir = str(root / "cache")
+    reference = launch(root / "reference", cache_dir)
+    _, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err[-3000:]
+    total = steps(root / "reference")[-1]
+
+    seed = random.randrange(1 << 30)
+    kill_after = random.Random(seed).choice([s for s in range(2, total - 1, 2)])
+    killed = launch(root / "killed", cache_dir)
+    deadline = time.time() + 600
+    while time.time() < deadline and not [s for s in steps(root / "killed") if s >= kill_after]:
+        assert killed.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    assert not (root / "killed" / "all_results.json").exists()
+    resumed = launch(root / "killed", cache_dir)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    return {"root": root, "total": total, "kill_after": kill_after, "seed": seed, "log": err}
+
+
+def test_killed_run_resumes_to_the_same_result(runs):
+    root = runs["root"]
+    assert "resuming from" in runs["log"], f"kill seed {runs['seed']}"
+    ref = json.loads((root / "reference" / "all_results.json").read_text())
+    res = json.loads((root / "killed" / "all_results.json").read_text())
+    state = json.loads((root / "killed" / f"checkpoint-{runs['total']}" / "trainer_state.json").read_text())
+    assert state["global_step"] == runs["total"]
+    for metric in ("accuracy", "f1_macro", "uar"):
+        assert res["test"][metric] == pytest.approx(ref["test"][metric], abs=0.02), (metric, runs["seed"])
+    a = SERModel.from_pretrained(root / "reference").state_dict()
+    b = SERModel.from_pretrained(root / "killed").state_dict()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-4)
+
+
+def test_partial_checkpoint_is_skipped_and_explicit_one_reported(runs, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs["root"] / "reference", out)
+    last = out / f"checkpoint-{runs['total']}"
+    weights = last / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # killed while writing
+    picked = train.pick_resume_checkpoint(None, out, overwrite=False)
+    assert picked is not None and picked != str(last)
+    with pytest.raises(train.CheckpointError, match=f"checkpoint {last} is incomplete or corrupt"):
+        train.check_checkpoint(str(last))
+    (out / f"checkpoint-{steps(out)[0]}" / "trainer_state.json").write_text("{not json")
+    result = subprocess.run(
+        [sys.executable, "train.py", *ARGS, "--output_dir", str(out), "--resume_from_checkpoint", str(last)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "is incomplete or corrupt" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_outputs_are_replaced_atomically(runs):
+    out = runs["root"] / "killed"
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []
+    json.loads((out / "all_results.json").read_text())
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    model = SERModel(SERConfig(backbone_config=tiny_backbone()))
+    model.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(OSError, match="safetensors|model.safetensors"):
+        AutoModelForAudioClassification.from_pretrained(tmp_path)

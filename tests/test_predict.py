@@ -1,0 +1,93 @@
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import REPO
+from transformers import AutoFeatureExtractor, pipeline
+
+import predict
+from modeling import EMOTIONS, SERModel, load_audio
+from modeling.fast import OnnxSERModel, export_onnx, quantize_int8
+
+BUNDLED = REPO / "checkpoints" / "tiny-ravdess"
+
+
+@pytest.fixture(scope="module")
+def clips(data_dir):
+    # Twenty real clips of varied length, from several actors.
+    return [str(p) for p in sorted(data_dir.glob("Actor_*/*.flac"))[::60]]
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return SERModel.from_pretrained(BUNDLED).eval(), AutoFeatureExtractor.from_pretrained(BUNDLED)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_fast_paths_agree_with_fp32(bundled, clips, tmp_path):
+    model, fe = bundled
+    onnx = OnnxSERModel(export_onnx(model, tmp_path / "model.onnx"), model.config)
+    int8 = quantize_int8(model)
+    assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in int8.modules())
+    inputs = fe([load_audio(p) for p in clips], return_tensors="pt")
+    with torch.inference_mode():
+        ref = model(**inputs).logits.softmax(-1)
+        p_int8 = int8(**inputs).logits.softmax(-1)
+    p_onnx = onnx(**inputs).logits.softmax(-1)
+    torch.testing.assert_close(p_onnx, ref, rtol=0, atol=1e-4)  # same fp32 graph, another runtime
+    # int8 weights and activations perturb a 128-wide model by a few points of probability, rarely the winner.
+    assert (p_int8 - ref).abs().max() < 0.1
+    assert (p_int8.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9
+
+
+def test_predict_csv_equals_pipeline_and_resumes(clips, tmp_path):
+    out = tmp_path / "results.csv"
+    bad_text = tmp_path / "notes.wav"
+    bad_text.write_text("not audio")
+    silent = tmp_path / "silence.wav"
+    sf.write(silent, np.zeros(16000, np.float32), 16000)
+
+    assert predict.main([*clips[:8], str(bad_text), "--out", str(out), "--batch_size", "4"]) == 0
+    first = read_csv(out)
+    assert len(first) == 9
+    assert list(first[0].keys()) == predict.COLUMNS
+
+    result = subprocess.run(
+        [sys.executable, "predict.py", *clips, str(bad_text), str(silent), "--out", str(out), "--batch_size", "4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming: 9 files already" in result.stderr
+    rows = read_csv(out)
+    assert len(rows) == len(clips) + 2
+    assert rows[:9] == first  # done rows are kept, not redone
+    by_path = {r["path"]: r for r in rows}
+    assert "could not be decoded" in by_path[str(bad_text)]["error"]
+    assert "is silent" in by_path[str(silent)]["error"]
+
+    classifier = pipeline("audio-classification", model=str(BUNDLED), top_k=None)
+    for path in clips:
+        row = by_path[path]
+        assert row["error"] == ""
+        expected = {r["label"]: r["score"] for r in classifier(path)}
+        assert {e: float(row[e]) for e in EMOTIONS} == pytest.approx(expected, abs=1e-5)
+        assert row["label"] == max(expected, key=expected.get)
+        assert float(row["duration_s"]) == pytest.approx(sf.info(path).duration, abs=1e-3)
+
+
+def test_predict_folder_and_int8(clips, tmp_path, data_dir):
+    out = tmp_path / "int8.csv"
+    assert predict.main([str(data_dir / "Actor_05"), "--out", str(out), "--dtype", "int8", "--batch_size", "16"]) == 0
+    rows = read_csv(out)
+    assert len(rows) == 60 and not any(r["error"] for r in rows)
+    assert all(sum(float(r[e]) for e in EMOTIONS) == pytest.approx(1.0, abs=1e-4) for r in rows)
