@@ -10,6 +10,7 @@ Arguments come from the command line, from a YAML/JSON file, or from a file foll
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ from modeling import EMOTIONS, SERConfig, SERFeatureExtractor, SERModel
 from training.card import render_card
 from training.data import (
     DataError,
+    cache_root,
     drop_duplicates,
     label_counts,
     load_hub_records,
@@ -203,10 +205,11 @@ def backbone_fingerprint(model: SERModel) -> str:
 
 
 @torch.inference_mode()
-def extract_embeddings(model: SERModel, dataset: datasets.Dataset, batch_size: int, device: torch.device) -> np.ndarray:
+def extract_embeddings(
+    model: SERModel, dataset: datasets.Dataset, collate: PadCollator, batch_size: int, device: torch.device
+) -> np.ndarray:
     """Runs the frozen backbone once over the data; batches are formed by length to keep padding small."""
     model.eval().to(device)
-    collate = PadCollator(SERFeatureExtractor())
     order = np.argsort(dataset["length"])
     out = np.zeros((len(dataset), model.config.num_pooled_layers, model.config.hidden_size), np.float32)
     for start in tqdm(range(0, len(order), batch_size), desc="Extracting embeddings", unit="batch"):
@@ -217,7 +220,12 @@ def extract_embeddings(model: SERModel, dataset: datasets.Dataset, batch_size: i
 
 
 def cached_embeddings(
-    model: SERModel, features: datasets.Dataset, model_args: ModelArguments, training_args: TrainingArguments, cache_dir: Path
+    model: SERModel,
+    features: datasets.Dataset,
+    collate: PadCollator,
+    batch_size: int,
+    training_args: TrainingArguments,
+    cache_dir: Path,
 ) -> tuple[datasets.Dataset, float]:
     """The dataset with a `pooled_embeddings` column, computed once per backbone and data (cached on disk)."""
     key = hashlib.sha1(f"{backbone_fingerprint(model)}-{features._fingerprint}-{model.config.pooling}".encode())
@@ -227,7 +235,7 @@ def cached_embeddings(
         if path.exists():
             embeddings = np.load(path)
         else:
-            embeddings = extract_embeddings(model, features, model_args.embedding_batch_size, training_args.device)
+            embeddings = extract_embeddings(model, features, collate, batch_size, training_args.device)
             tmp = path.with_suffix(".tmp.npy")
             np.save(tmp, embeddings)
             tmp.replace(path)
@@ -300,7 +308,7 @@ def save_final_model(trainer: Trainer, output_dir: Path) -> None:
 
 
 def evaluate_split(trainer: Trainer, dataset: datasets.Dataset) -> dict:
-    prediction = trainer.predict(dataset, metric_key_prefix="test")
+    prediction = trainer.predict(dataset)
     y_pred = np.argmax(prediction.predictions, axis=-1)
     return full_report(prediction.label_ids, y_pred, list(EMOTIONS))
 
@@ -316,23 +324,24 @@ def run_split(
 ) -> dict:
     set_seed(training_args.seed)
     model = build_model(model_args)
+    collate = PadCollator(feature_extractor)
     embedding_time = 0.0
     data = features
     if model_args.freeze_backbone:
-        cache_dir = Path(data_args.preprocessing_cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "ser-features")
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        data, embedding_time = cached_embeddings(model, features, model_args, training_args, cache_dir)
+        data, embedding_time = cached_embeddings(
+            model, features, collate, model_args.embedding_batch_size, training_args,
+            cache_root(data_args.preprocessing_cache_dir),
+        )  # fmt: skip
     parts = {name: data.select(getattr(split, name)) for name in ("train", "validation", "test")}
 
-    args = TrainingArguments(**{**training_args.to_dict(), "output_dir": str(output_dir)})
-    args.remove_unused_columns = False
-    args.push_to_hub = False  # published once, with the card, at the end
+    # remove_unused_columns: the collator reads raw columns; push_to_hub: done once, with the card, at the end.
+    args = dataclasses.replace(training_args, output_dir=str(output_dir), remove_unused_columns=False, push_to_hub=False)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=parts["train"],
         eval_dataset=parts["validation"],
-        data_collator=PadCollator(feature_extractor),
+        data_collator=collate,
         compute_metrics=compute_metrics,
         processing_class=feature_extractor,
     )
@@ -343,10 +352,7 @@ def run_split(
     train_result = trainer.train(resume_from_checkpoint=resume)
     train_time = time.perf_counter() - start
 
-    validation = full_report(
-        *(lambda p: (p.label_ids, np.argmax(p.predictions, -1)))(trainer.predict(parts["validation"])),
-        list(EMOTIONS),
-    )
+    validation = evaluate_split(trainer, parts["validation"])
     test = evaluate_split(trainer, parts["test"])
     if trainer.is_world_process_zero():
         save_final_model(trainer, output_dir)  # weights, config, preprocessor config and modeling code

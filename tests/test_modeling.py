@@ -183,3 +183,19 @@ def test_loss_falls_and_model_overfits_real_clips(waves):
     model.eval()
     with torch.no_grad():
         assert (model(**inputs).logits.argmax(-1) == labels).all()
+
+
+def test_frame_mask_matches_transformers():
+    model = make_model()
+    lengths = torch.tensor([16000, 9000, 1601, 12345])
+    mask = (torch.arange(16000)[None, :] < lengths[:, None]).long()
+    frames = model.backbone._get_feat_extract_output_lengths(torch.tensor(16000)).item()
+    expected = model.backbone._get_feature_vector_attention_mask(frames, mask)
+    assert torch.equal(model._frame_mask(frames, mask), expected.bool())
+
+
+def test_bundled_checkpoint_carries_current_code():
+    """trust_remote_code users of the bundled folder run its copy of modeling/: it must not drift."""
+    folder = REPO / "checkpoints" / "tiny-ravdess"
+    for name in ("audio.py", "configuration_ser.py", "feature_extraction_ser.py", "labels.py", "modeling_ser.py"):
+        assert (folder / name).read_text() == (REPO / "modeling" / name).read_text(), name

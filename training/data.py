@@ -153,6 +153,13 @@ def features_cache_key(records: list[dict], feature_extractor: SERFeatureExtract
     ).hexdigest()[:16]
 
 
+def cache_root(cache_dir: str | None) -> Path:
+    """Where preprocessed features and embeddings are cached: the given folder, or inside the datasets cache."""
+    root = Path(cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "ser-features")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def preprocess(
     records: list[dict], feature_extractor: SERFeatureExtractor, cache_dir: str | None = None, num_proc: int | None = None
 ) -> tuple[datasets.Dataset, int]:
@@ -170,12 +177,10 @@ def preprocess(
         [{"path": _name(r["audio"]), **{k: v for k, v in r.items() if k not in ("label", "audio")}} for r in records]
     )
     key = features_cache_key(records, feature_extractor)
-    root = Path(cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "ser-features")
-    root.mkdir(parents=True, exist_ok=True)
     dataset = table.map(
         lambda row, i: prepare(records[i]),
         with_indices=True,
-        cache_file_name=str(root / f"features-{key}.arrow"),
+        cache_file_name=str(cache_root(cache_dir) / f"features-{key}.arrow"),
         new_fingerprint=key,
         num_proc=num_proc,
         desc="Decoding, denoising and normalizing audio",

@@ -110,10 +110,15 @@ class SERModel(SERPreTrainedModel):
             output_hidden_states=weighted,
         )
         hidden = torch.stack(outputs.hidden_states, dim=1) if weighted else outputs.last_hidden_state.unsqueeze(1)
-        frame_mask = None
-        if attention_mask is not None:
-            frame_mask = self.backbone._get_feature_vector_attention_mask(hidden.shape[-2], attention_mask)
-        return masked_mean(hidden, frame_mask)
+        return masked_mean(hidden, self._frame_mask(hidden.shape[-2], attention_mask))
+
+    def _frame_mask(self, num_frames: int, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """1 for encoder frames computed from real samples. Padding is on the right, so a length comparison
+        suffices: fewer kernels than transformers' cumsum-and-scatter version, which matters at small sizes."""
+        if attention_mask is None:
+            return None
+        lengths = self.backbone._get_feat_extract_output_lengths(attention_mask.sum(-1))
+        return torch.arange(num_frames, device=attention_mask.device)[None, :] < lengths[:, None]
 
     def classify(self, pooled_embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
         """Head and loss on pooled features `(batch, num_pooled_layers, hidden)`."""
