@@ -98,19 +98,7 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> gr.B
             gr.Examples(examples=EXAMPLES, inputs=audio, label="Examples (held-out RAVDESS actors)")
         submit.click(predict, inputs=audio, outputs=[label, timeline], api_name="predict")
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
-    demo.ser_limits = limits  # read by launch(): the upload limit is a launch() setting in Gradio 6
     return demo
-
-
-def launch(demo: gr.Blocks, host: str, port: int | None, share: bool = False, **kwargs):
-    return demo.launch(
-        server_name=host,
-        server_port=port,
-        share=share,
-        max_file_size=demo.ser_limits.max_file_size,
-        footer_links=["api"],
-        **kwargs,
-    )
 
 
 # A Space imports or runs this file: `demo` is the app with the default (bundled) model.
@@ -128,7 +116,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=Limits.concurrency, help="predictions run at once")
     args = parser.parse_args()
     limits = Limits(args.max_duration, args.max_file_size, args.concurrency)
-    launch(build_demo(args.model, limits), args.host, args.port, args.share)
+    build_demo(args.model, limits).launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        max_file_size=limits.max_file_size,  # a launch() setting in Gradio 6
+        footer_links=["api"],
+    )
 
 
 if __name__ == "__main__":

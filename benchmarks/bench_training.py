@@ -49,8 +49,8 @@ def main() -> None:
 
     def embed():
         model.eval()
-        with torch.inference_mode():
-            return [model.embed(**inputs).clone() for inputs, _ in batches]
+        with torch.no_grad():  # not inference_mode: its tensors cannot enter autograd later
+            return [model.embed(**inputs) for inputs, _ in batches]
 
     def cached_epoch(cache):
         model.train()
