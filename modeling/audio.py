@@ -70,7 +70,7 @@ def _decode_soundfile(file, name: str, max_duration_s: float | None) -> tuple[np
         pos = 0
         try:
             while pos < len(out):
-                read = f.read(out=out[pos : pos + (1 << 16)])
+                read = f.read(out=out[pos : pos + 4096])  # small blocks: a damaged one loses little
                 if len(read) == 0:
                     break
                 pos += len(read)

@@ -285,14 +285,17 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, cache_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [
-            sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no",
+            # accelerate 1.x runs `--cpu --num_processes N` as ONE process unless MPI is set up; torch.distributed
+            # processes come from the --multi_gpu launcher, and --use_cpu makes them use gloo on the CPU.
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
             "train.py", "configs/tiny.yaml", "--output_dir", str(out), "--preprocessing_cache_dir", cache_dir,
-            "--max_clips", "96", *QUICK,
+            "--max_clips", "96", "--use_cpu", "true", *QUICK,
         ],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     saved = json.loads((out / "all_results.json").read_text())
     assert saved["training"]["world_size"] == 2
+    assert saved["training"]["batch_size"] == 2 * 16  # per-device batch times processes
     assert (out / "model.safetensors").exists() and (out / "README.md").exists()

@@ -37,47 +37,56 @@ def _describe(source: AudioSource) -> str:
     return "the audio data"
 
 
-def _read_bytes(source: AudioSource) -> bytes:
-    if isinstance(source, (bytes, bytearray)):
-        return bytes(source)
+def _open(source: AudioSource) -> tuple[str | io.BytesIO, str]:
+    """A path or an in-memory stream for the decoders, and the name used in messages."""
+    name = _describe(source)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):
             raise AudioError(f"{path}: no such file")
         if os.path.isdir(path):
             raise AudioError(f"{path}: is a folder, not an audio file")
-        with open(path, "rb") as f:
-            return f.read()
-    return source.read()
+        if os.path.getsize(path) == 0:
+            raise AudioError(f"{name}: the file is empty (0 bytes)")
+        return path, name
+    data = bytes(source) if isinstance(source, (bytes, bytearray)) else source.read()
+    if not data:
+        raise AudioError(f"{name}: the file is empty (0 bytes)")
+    return io.BytesIO(data), name
 
 
 def _too_long(name: str, duration: float, max_duration_s: float) -> AudioError:
     return AudioError(f"{name}: is too long ({duration:.1f} s); the limit is {max_duration_s:g} s")
 
 
-def _decode_soundfile(data: bytes, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
-    with sf.SoundFile(io.BytesIO(data)) as f:
+def _decode_soundfile(file, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+    with sf.SoundFile(file) as f:
         # Refuse over-long input from the header, before spending memory on decoding it.
         if max_duration_s is not None and f.frames / f.samplerate > max_duration_s:
             raise _too_long(name, f.frames / f.samplerate, max_duration_s)
-        # Block by block, so that a file cut short (an interrupted upload or copy) yields the audio it holds.
-        blocks = []
+        # Into one buffer of the announced size (no second copy for hour-long files), block by block, so that a
+        # file cut short (an interrupted upload or copy) yields the audio it holds.
+        out = np.empty((max(f.frames, 0), f.channels), np.float32)
+        pos = 0
         try:
-            for block in f.blocks(blocksize=4096, dtype="float32", always_2d=True):
-                blocks.append(block)
+            while pos < len(out):
+                read = f.read(out=out[pos : pos + 4096])  # small blocks: a damaged one loses little
+                if len(read) == 0:
+                    break
+                pos += len(read)
         except sf.LibsndfileError:
-            if not blocks:
+            if pos == 0:
                 raise
-            decoded = sum(len(b) for b in blocks) / f.samplerate
-            logger.warning("%s: the file is damaged or cut short; using the %.2f s decoded before that", name, decoded)
-        data = np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
-        return data.T, f.samplerate
+            logger.warning("%s: the file is damaged or cut short; using the %.2f s before that", name, pos / f.samplerate)
+        return out[:pos].T, f.samplerate
 
 
-def _decode_ffmpeg(data: bytes, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+def _decode_ffmpeg(file, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
     from torchcodec.decoders import AudioDecoder
 
-    decoder = AudioDecoder(data)
+    if isinstance(file, io.BytesIO):
+        file = file.getvalue()
+    decoder = AudioDecoder(file)
     duration = decoder.metadata.duration_seconds
     if max_duration_s is not None and duration is not None and duration > max_duration_s:
         raise _too_long(name, duration, max_duration_s)
@@ -87,14 +96,13 @@ def _decode_ffmpeg(data: bytes, name: str, max_duration_s: float | None) -> tupl
 
 def decode_audio(source: AudioSource, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
     """Decodes a file, its bytes or a binary stream to `(channels, samples)` float32 and its sampling rate."""
-    name = _describe(source)
-    data = _read_bytes(source)
-    if not data:
-        raise AudioError(f"{name}: the file is empty (0 bytes)")
+    file, name = _open(source)
     errors = []
     for decoder in (_decode_soundfile, _decode_ffmpeg):
+        if isinstance(file, io.BytesIO):
+            file.seek(0)
         try:
-            return decoder(data, name, max_duration_s)
+            return decoder(file, name, max_duration_s)
         except AudioError:
             raise
         except Exception as err:  # each decoder has its own error types; any failure means "try the next"
@@ -114,6 +122,8 @@ def to_mono(wave: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
         raise AudioError(f"audio must be 1-D (mono) or 2-D (multi-channel), got shape {wave.shape}")
     if channel_axis is None:
         channel_axis = 0 if wave.shape[0] <= wave.shape[1] else 1
+    if wave.shape[channel_axis] == 1:
+        return wave[0] if channel_axis == 0 else wave[:, 0]  # a view: no copy of long mono files
     return wave.mean(axis=channel_axis)
 
 
@@ -131,14 +141,16 @@ def check_waveform(
     """Raises `AudioError` for a waveform the model cannot use: empty, non-finite, too short, too long or silent."""
     if wave.size == 0:
         raise AudioError(f"{name}: contains no audio samples (empty)")
-    if not np.isfinite(wave).all():
+    # min/max propagate NaN and show inf, without the temporary arrays of isfinite() or abs() on long audio.
+    low, high = float(wave.min()), float(wave.max())
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise AudioError(f"{name}: contains NaN or infinite sample values")
     duration = wave.shape[-1] / sampling_rate
     if duration < MIN_DURATION_S:
         raise AudioError(f"{name}: is too short ({duration:.3f} s); at least {MIN_DURATION_S} s of audio is needed")
     if max_duration_s is not None and duration > max_duration_s:
         raise _too_long(name, duration, max_duration_s)
-    if np.abs(wave).max() < SILENCE_PEAK:
+    if max(high, -low) < SILENCE_PEAK:
         raise AudioError(f"{name}: is silent (no signal above -80 dBFS)")
 
 
