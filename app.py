@@ -95,7 +95,7 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> gr.B
                     x="time (s)", y="probability", color="emotion", y_lim=[0, 1], label="Timeline", visible=False
                 )
         if EXAMPLES:
-            gr.Examples(examples=EXAMPLES, inputs=audio, label="Examples (held-out RAVDESS actors)")
+            gr.Examples(examples=EXAMPLES, inputs=audio, label="Examples (RAVDESS actors 10 and 11)")
         submit.click(predict, inputs=audio, outputs=[label, timeline], api_name="predict")
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     return demo

@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import soundfile as sf
-import torch
 from tqdm.auto import tqdm
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from modeling import EMOTIONS, AudioError, load_audio, predict_long
+from modeling.inference import probabilities
 from modeling.fast import quantize_int8
 from training.data import AUDIO_EXTENSIONS
 from training.files import write_text_atomic
@@ -123,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             pending = [pool.submit(prepare, p) for p in batches[k + 1]] if k + 1 < len(batches) else []
             batch = [(p, w, x) for p, w, x in prepared if x is not None]
             if batch:
-                inputs = fe.collate([x for _, _, x in batch], return_tensors="pt")
-                with torch.inference_mode():
-                    probs = model(**inputs).logits.softmax(-1).numpy()
+                probs = probabilities(model, fe.collate([x for _, _, x in batch], return_tensors="pt"))
                 for (path, wave, _), p in zip(batch, probs):
                     rows.append(result_row(path, dict(zip(EMOTIONS, p.tolist())), len(wave) / fe.sampling_rate))
             for path, wave, x in prepared:

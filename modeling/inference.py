@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from transformers import BatchFeature
 
 from .audio import AudioError, AudioSource, check_waveform, load_audio
 from .feature_extraction_ser import SERFeatureExtractor
@@ -16,14 +17,17 @@ DEFAULT_HOP_S = 2.0
 
 
 @torch.inference_mode()
-def predict_proba(model: SERModel, feature_extractor: SERFeatureExtractor, waves: list[np.ndarray]) -> np.ndarray:
-    """Softmax probabilities `(len(waves), num_labels)` for 16 kHz mono waveforms, run as one padded batch."""
-    inputs = feature_extractor(waves, sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")
+def probabilities(model: SERModel, inputs: BatchFeature) -> np.ndarray:
+    """Softmax over the model's logits for a prepared batch (`input_values`, `attention_mask`)."""
     inputs = inputs.to(model.device)
     if model.dtype != torch.float32:
         inputs["input_values"] = inputs["input_values"].to(model.dtype)
-    logits = model(**inputs).logits
-    return logits.float().softmax(dim=-1).cpu().numpy()
+    return model(**inputs).logits.float().softmax(dim=-1).cpu().numpy()
+
+
+def predict_proba(model: SERModel, feature_extractor: SERFeatureExtractor, waves: list[np.ndarray]) -> np.ndarray:
+    """Softmax probabilities `(len(waves), num_labels)` for 16 kHz mono waveforms, run as one padded batch."""
+    return probabilities(model, feature_extractor(waves, return_tensors="pt"))
 
 
 def window_spans(num_samples: int, window: int, hop: int) -> list[tuple[int, int]]:

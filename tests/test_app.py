@@ -215,6 +215,8 @@ def test_browser_microphone_recording(browser_factory, server, example, tmp_path
     page.get_by_role("button", name="Record", exact=True).click()
     page.wait_for_timeout(4000)
     page.get_by_role("button", name="Stop", exact=True).first.click()
+    # The recording is uploaded to the server when it stops; its download link appears once it is there.
+    page.get_by_role("button", name="Download").first.wait_for(timeout=30_000)
     page.get_by_role("button", name="Recognize emotion").click()
     top = read_label(page)
     assert top in EMOTIONS
