@@ -35,9 +35,10 @@ class Limits:
 
 def model_note(model_id: str) -> str:
     """Which model is loaded and what its card says it measured, read from the card rather than typed in."""
+    name = Path(model_id).name if Path(model_id).exists() else model_id  # a folder's name, or the Hub id
     card = Path(model_id) / "README.md"
     if not card.is_file():
-        return f"Model: `{model_id}`. Its card reports no measured accuracy."
+        return f"Model: `{name}`. Its card reports no measured accuracy."
     text = card.read_text(encoding="utf-8")
     meta = yaml.safe_load(text.split("---")[1]) if text.startswith("---") else {}
     try:
@@ -45,9 +46,9 @@ def model_note(model_id: str) -> str:
         metrics = {m["type"]: m["value"] for m in result["metrics"]}
         split = result["dataset"]["split"]
     except (KeyError, IndexError, TypeError):
-        return f"Model: `{Path(model_id).name}`. Its card reports no measured accuracy."
+        return f"Model: `{name}`. Its card reports no measured accuracy."
     return (
-        f"Model: `{Path(model_id).name}`. Measured on its test set: accuracy {metrics['accuracy']:.1%}, "
+        f"Model: `{name}`. Measured on its test set: accuracy {metrics['accuracy']:.1%}, "
         f"macro F1 {metrics['f1_macro']:.3f} (chance: 12.5%). Split: {split}."
     )
 

@@ -300,3 +300,24 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, cache_dir):
     assert saved["training"]["world_size"] == 2
     assert saved["training"]["batch_size"] == 2 * 16  # per-device batch times processes
     assert (out / "model.safetensors").exists() and (out / "README.md").exists()
+
+
+def test_preprocessing_is_cached_between_runs(tmp_path, data_dir, monkeypatch):
+    import training.data as data
+    from modeling import SERFeatureExtractor
+
+    records, _ = scan_ravdess_folder(data_dir / "Actor_02")
+    records, _ = data.drop_duplicates(records[:12])
+    fe = SERFeatureExtractor()
+    first, failed = data.preprocess(records, fe, str(tmp_path))
+    assert len(first) == 12 and failed == 0
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a second run must not decode again")
+
+    monkeypatch.setattr(data, "load_audio", no_decoding)
+    second, _ = data.preprocess(records, fe, str(tmp_path))
+    assert second["input_values"][3] == pytest.approx(first["input_values"][3])
+    # Other preprocessing settings are another cache entry, so they do decode.
+    with pytest.raises(AssertionError, match="must not decode"):
+        data.preprocess(records, SERFeatureExtractor(noise_reduction=False), str(tmp_path))
