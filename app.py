@@ -77,7 +77,8 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> gr.B
             )
         return result.scores, gr.LinePlot(value=timeline, visible=timeline is not None)
 
-    with gr.Blocks(title="Speech emotion recognition") as demo:
+    # Uploads and recordings are deleted from the server's cache two hours after upload (checked hourly).
+    with gr.Blocks(title="Speech emotion recognition", delete_cache=(3600, 7200)) as demo:
         gr.Markdown(
             "# Speech emotion recognition\n"
             "Record or upload speech; the model returns the probability of each of eight emotions "

@@ -4,7 +4,8 @@
 
 Starts `app.py` on a free 127.0.0.1 port, has every client send real example clips back to back until the
 time is up (a bounded run: it stops by itself), and reports requests, errors, p50/p95 latency and the
-server's RSS: peak, and at the end of the first and last quarter of the run (growth check).
+server's RSS: peak, and at the end of the first and last quarter of the run (growth check). First, the same
+predictions run in this process without a server, to tell the model path's memory from the server's.
 """
 
 from __future__ import annotations
@@ -29,11 +30,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def model_path_rss(predictions: int) -> dict:
+    """RSS of this process over consecutive predictions without the server: does the model path grow?"""
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    from modeling import load_audio, predict_long
+
+    model = AutoModelForAudioClassification.from_pretrained(REPO / "checkpoints" / "tiny-ravdess").eval()
+    fe = AutoFeatureExtractor.from_pretrained(REPO / "checkpoints" / "tiny-ravdess")
+    examples = sorted((REPO / "examples").glob("*.flac"))
+    me, samples = psutil.Process(), {}
+    for i in range(predictions):
+        predict_long(model, fe, load_audio(examples[i % len(examples)]), window_s=5.0, hop_s=2.5)
+        if (i + 1) % (predictions // 4) == 0:
+            samples[i + 1] = round(me.memory_info().rss / 2**20, 1)
+    return {"predictions": predictions, "rss_mb_after": samples}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--in_process", type=int, default=600, help="predictions for the model-path memory check")
     args = parser.parse_args()
+    in_process = model_path_rss(args.in_process) if args.in_process else None
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -83,7 +103,7 @@ def main() -> None:
         last = [r for t, r in rss if t > start + 3 * args.seconds / 4]
         latencies.sort()
         save(
-            f"load_{args.clients}clients",
+            f"load_{args.clients}clients_{args.seconds:g}s",
             {
                 "clients": args.clients,
                 "seconds": round(elapsed, 1),
@@ -96,6 +116,7 @@ def main() -> None:
                 "server_peak_rss_mb": round(max(r for _, r in rss) / 2**20, 1),
                 "server_rss_first_quarter_max_mb": round(max(quarter) / 2**20, 1),
                 "server_rss_last_quarter_max_mb": round(max(last) / 2**20, 1),
+                "model_path_without_server": in_process,
             },
         )
     finally:
