@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             return path, wave, fe.process_waveform(wave)
         except AudioError as err:
             return path, err, None
+        except Exception as err:  # any other failure on one file is that file's error row, not the run's end
+            return path, AudioError(f"{os.path.basename(path)}: {type(err).__name__}: {err}"), None
 
     batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
     progress = tqdm(total=len(todo), unit="file", desc="Classifying")
