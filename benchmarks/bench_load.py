@@ -20,7 +20,7 @@ import time
 import urllib.request
 
 import psutil
-from common import REPO, save
+from common import BUNDLED, REPO, save
 from gradio_client import Client, handle_file
 
 
@@ -36,8 +36,8 @@ def model_path_rss(predictions: int) -> dict:
 
     from modeling import load_audio, predict_long
 
-    model = AutoModelForAudioClassification.from_pretrained(REPO / "checkpoints" / "tiny-ravdess").eval()
-    fe = AutoFeatureExtractor.from_pretrained(REPO / "checkpoints" / "tiny-ravdess")
+    model = AutoModelForAudioClassification.from_pretrained(BUNDLED).eval()
+    fe = AutoFeatureExtractor.from_pretrained(BUNDLED)
     examples = sorted((REPO / "examples").glob("*.flac"))
     me, samples = psutil.Process(), {}
     for i in range(predictions):

@@ -73,8 +73,11 @@ def predict_long(
     if hop_s <= 0 or window_s <= 0 or hop_s > window_s:
         raise ValueError(f"need 0 < hop_s <= window_s, got window_s={window_s}, hop_s={hop_s}")
     sr = feature_extractor.sampling_rate
-    wave = audio if isinstance(audio, np.ndarray) else load_audio(audio, sr)
-    check_waveform(wave, sr)
+    if isinstance(audio, np.ndarray):
+        check_waveform(audio, sr)
+        wave = audio
+    else:
+        wave = load_audio(audio, sr)  # checked there
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     spans = window_spans(len(wave), int(window_s * sr), int(hop_s * sr))
 

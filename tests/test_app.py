@@ -10,7 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO
+from conftest import BUNDLED, REPO
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
@@ -79,7 +79,7 @@ def confidences(result) -> dict[str, float]:
 def test_predict_matches_the_pipeline(client, example):
     from transformers import pipeline
 
-    expected = pipeline("audio-classification", model=str(REPO / "checkpoints" / "tiny-ravdess"), top_k=None)(
+    expected = pipeline("audio-classification", model=str(BUNDLED), top_k=None)(
         str(example)
     )
     scores = confidences(client.predict(handle_file(str(example)), api_name="/predict"))

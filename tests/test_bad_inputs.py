@@ -7,17 +7,16 @@ import sys
 import time
 
 import pytest
-from conftest import REPO
+from conftest import BUNDLED, REPO
 from transformers import pipeline
 
 from modeling import EMOTIONS, AudioError
 
-BUNDLED = str(REPO / "checkpoints" / "tiny-ravdess")
 
 
 @pytest.fixture(scope="module")
 def classifier():
-    return pipeline("audio-classification", model=BUNDLED, top_k=None)
+    return pipeline("audio-classification", model=str(BUNDLED), top_k=None)
 
 
 def test_pipeline_matrix(classifier, bad_cases):

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, tiny_backbone
+from conftest import BUNDLED, REPO, tiny_backbone
 from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
 from modeling import EMOTIONS, SERConfig, SERFeatureExtractor, SERModel, load_audio
@@ -196,6 +196,6 @@ def test_frame_mask_matches_transformers():
 
 def test_bundled_checkpoint_carries_current_code():
     """trust_remote_code users of the bundled folder run its copy of modeling/: it must not drift."""
-    folder = REPO / "checkpoints" / "tiny-ravdess"
+    folder = BUNDLED
     for name in ("audio.py", "configuration_ser.py", "feature_extraction_ser.py", "labels.py", "modeling_ser.py"):
         assert (folder / name).read_text() == (REPO / "modeling" / name).read_text(), name

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import REPO
+from conftest import BUNDLED, REPO
 from transformers import AutoFeatureExtractor, pipeline
 
 import predict
 from modeling import EMOTIONS, SERModel, load_audio
 from modeling.fast import OnnxSERModel, export_onnx, quantize_int8
 
-BUNDLED = REPO / "checkpoints" / "tiny-ravdess"
 
 
 @pytest.fixture(scope="module")
