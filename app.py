@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,12 @@ import yaml
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from modeling import EMOTIONS, AudioError, load_audio, predict_long
+
+# Gradio's queue records the last GRADIO_ANALYTICS_MAX_EVENTS events (default 10,000) for its monitoring page and
+# rebuilds a pandas summary of all of them after every request: under steady load that record made the server's
+# memory grow with every request until it held 10,000, and made each request slower. The last 100 are plenty.
+# Read when the queue is created, so it is set before any demo is built; an operator's own value wins.
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = str(HERE / "checkpoints" / "tiny-ravdess")
@@ -57,7 +65,15 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> gr.B
     model = AutoModelForAudioClassification.from_pretrained(model_id).eval()
     feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
 
-    def predict(audio_path: str | None):
+    # Predictions run on a fixed set of threads that live as long as the server, not on whichever of Gradio's
+    # worker threads is free: those come and go, and every new thread that runs torch sets up its own OpenMP
+    # team and malloc arena, which under steady load made the server's memory creep up.
+    workers = ThreadPoolExecutor(max_workers=limits.concurrency, thread_name_prefix="predict")
+
+    async def predict(audio_path: str | None):
+        return await asyncio.get_running_loop().run_in_executor(workers, classify, audio_path)
+
+    def classify(audio_path: str | None):
         if not audio_path:
             raise gr.Error("No audio received: record something or upload a file first.")
         try:

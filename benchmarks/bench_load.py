@@ -4,8 +4,10 @@
 
 Starts `app.py` on a free 127.0.0.1 port, has every client send real example clips back to back until the
 time is up (a bounded run: it stops by itself), and reports requests, errors, p50/p95 latency and the
-server's RSS: peak, and at the end of the first and last quarter of the run (growth check). First, the same
-predictions run in this process without a server, to tell the model path's memory from the server's.
+server's RSS: peak, the median of each tenth of the run, and the growth after warm-up (the first quarter):
+median RSS of the last quarter minus that of the second. Medians, because two predictions in flight at any
+moment make RSS swing by tens of MB. First, the same predictions run in this process without a server, to
+tell the model path's memory from the server's.
 """
 
 from __future__ import annotations
@@ -47,13 +49,27 @@ def model_path_rss(predictions: int) -> dict:
     return {"predictions": predictions, "rss_mb_after": samples}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--in_process", type=int, default=600, help="predictions for the model-path memory check")
-    args = parser.parse_args()
-    in_process = model_path_rss(args.in_process) if args.in_process else None
+def rss_summary(rss: list[tuple[float, int]], start: float, seconds: float, requests_at) -> dict:
+    """Peak, median per tenth of the run, and growth after warm-up, from (time, bytes) samples."""
+
+    def median_mb(lo: float, hi: float) -> float | None:
+        window = [r for t, r in rss if start + lo * seconds <= t < start + hi * seconds]
+        return round(statistics.median(window) / 2**20, 1) if window else None
+
+    second, last = median_mb(0.25, 0.5), median_mb(0.75, 1.0)
+    requests_between = requests_at(start + 0.875 * seconds) - requests_at(start + 0.375 * seconds)
+    return {
+        "server_peak_rss_mb": round(max(r for _, r in rss) / 2**20, 1),
+        "server_rss_median_mb_per_tenth": [median_mb(i / 10, (i + 1) / 10) for i in range(10)],
+        "server_rss_second_quarter_median_mb": second,
+        "server_rss_last_quarter_median_mb": last,
+        "growth_after_warmup_mb": round(last - second, 1),
+        # the quarters' midpoints are half a run apart
+        "growth_after_warmup_kb_per_request": round((last - second) * 1024 / max(requests_between, 1), 2),
+    }
+
+
+def run_load(args) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -69,6 +85,7 @@ def main() -> None:
         proc = psutil.Process(server.pid)
         examples = sorted(str(p) for p in (REPO / "examples").glob("*.flac"))
         latencies, errors, lock = [], [], threading.Lock()
+        done_at = []  # completion time of every request, successful or not
         rss = []
         stop_at = time.time() + args.seconds
 
@@ -84,6 +101,8 @@ def main() -> None:
                 except Exception as err:  # every failure counts; the run goes on
                     with lock:
                         errors.append(repr(err)[:200])
+                with lock:
+                    done_at.append(time.time())
                 k += 1
 
         def sample_rss() -> None:
@@ -99,29 +118,35 @@ def main() -> None:
         for t in threads:
             t.join(timeout=args.seconds + 120)
         elapsed = time.time() - start
-        quarter = [r for t, r in rss if t < start + args.seconds / 4]
-        last = [r for t, r in rss if t > start + 3 * args.seconds / 4]
         latencies.sort()
-        save(
-            f"load_{args.clients}clients_{args.seconds:g}s",
-            {
-                "clients": args.clients,
-                "seconds": round(elapsed, 1),
-                "requests": len(latencies) + len(errors),
-                "errors": len(errors),
-                "error_samples": errors[:5],
-                "requests_per_s": round(len(latencies) / elapsed, 2),
-                "p50_latency_s": round(statistics.median(latencies), 3) if latencies else None,
-                "p95_latency_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
-                "server_peak_rss_mb": round(max(r for _, r in rss) / 2**20, 1),
-                "server_rss_first_quarter_max_mb": round(max(quarter) / 2**20, 1),
-                "server_rss_last_quarter_max_mb": round(max(last) / 2**20, 1),
-                "model_path_without_server": in_process,
-            },
-        )
+        return {
+            "seconds": round(elapsed, 1),
+            "requests": len(latencies) + len(errors),
+            "errors": len(errors),
+            "error_samples": errors[:5],
+            "requests_per_s": round(len(latencies) / elapsed, 2),
+            "p50_latency_s": round(statistics.median(latencies), 3) if latencies else None,
+            "p95_latency_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
+            **rss_summary(rss, start, args.seconds, lambda t: sum(d <= t for d in done_at)),
+        }
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--in_process", type=int, default=600, help="predictions for the model-path memory check")
+    args = parser.parse_args()
+    if args.seconds < 10:
+        parser.error("--seconds must be at least 10 (memory is compared between quarters of the run)")
+    in_process = model_path_rss(args.in_process) if args.in_process else None
+    save(
+        f"load_{args.clients}clients_{args.seconds:g}s",
+        {"clients": args.clients, **run_load(args), "model_path_without_server": in_process},
+    )
 
 
 if __name__ == "__main__":

@@ -157,6 +157,26 @@ def test_no_files_served_beyond_gradio_needs(server):
         assert status in (403, 404), path
 
 
+@pytest.mark.parametrize("operator_value, kept", [(None, 100), ("7", 7)])
+def test_queue_keeps_a_short_record_of_events(operator_value, kept):
+    """Gradio re-summarises its whole event record after every request; at its default of 10,000 events that
+    record made the served demo's memory grow with every request (benchmarks/bench_load.py). A Space imports
+    app.py, so this checks the demo that the import builds, in a fresh process."""
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_ANALYTICS_MAX_EVENTS"}
+    if operator_value is not None:
+        env["GRADIO_ANALYTICS_MAX_EVENTS"] = operator_value
+    done = subprocess.run(
+        [sys.executable, "-c", "import app; print(app.demo._queue.ANALYTICS_MAX_EVENTS)"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout.split()[-1]) == kept
+
+
 playwright = pytest.importorskip("playwright.sync_api")
 
 
