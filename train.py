@@ -42,7 +42,7 @@ from training.data import (
     preprocess,
     scan_ravdess_folder,
 )
-from training.files import write_json_atomic, write_text_atomic
+from training.files import atomic_path, write_json_atomic, write_text_atomic
 from training.metrics import SUMMARY_METRICS, compute_metrics, full_report, plot_confusion_matrix
 from training.splits import Split, actor_split, kfold_splits, random_split
 
@@ -236,9 +236,8 @@ def cached_embeddings(
             embeddings = np.load(path)
         else:
             embeddings = extract_embeddings(model, features, collate, batch_size, training_args.device)
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, embeddings)
-            tmp.replace(path)
+            with atomic_path(path) as tmp:
+                np.save(tmp, embeddings)
     elapsed = time.perf_counter() - start
     column = datasets.Dataset.from_dict(
         {"pooled_embeddings": embeddings},
@@ -393,7 +392,10 @@ def push_to_hub(output_dir: Path, training_args: TrainingArguments) -> str:
         repo_id=repo.repo_id,
         folder_path=str(output_dir),
         allow_patterns=HUB_FILES,
-        ignore_patterns=["checkpoint-*", "fold-*", "runs/*", "*_results.json", "trainer_state.json", "training_args.*"],
+        ignore_patterns=[
+            "checkpoint-*", "fold-*", "runs/*", "*_results.json", "trainer_state.json", "training_args.*",
+            ".*",  # a temporary file that a killed write left behind
+        ],  # fmt: skip
         commit_message="Upload speech emotion recognition model",
     )
     return repo.repo_id

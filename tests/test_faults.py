@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, tiny_backbone
@@ -17,6 +18,7 @@ from transformers import AutoModelForAudioClassification
 
 import train
 from modeling import SERConfig, SERModel
+from training.files import atomic_path
 
 ARGS = [
     "configs/tiny.yaml", "--max_clips", "96", "--num_train_epochs", "3", "--eval_strategy", "no",
@@ -106,6 +108,21 @@ def test_outputs_are_replaced_atomically(runs):
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
     assert leftovers == []
     json.loads((out / "all_results.json").read_text())
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "embeddings.npy"
+    np.save(target, np.arange(3))
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        assert tmp.suffix == ".npy"  # writers that add a suffix unless it is there (np.save) write to `tmp` itself
+        np.save(tmp, np.arange(5))
+        raise RuntimeError("killed mid-write")
+    assert np.load(target).tolist() == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["embeddings.npy"]
+    with atomic_path(target) as tmp:
+        np.save(tmp, np.arange(5))
+    assert np.load(target).tolist() == [0, 1, 2, 3, 4]
+    assert [p.name for p in tmp_path.iterdir()] == ["embeddings.npy"]
 
 
 def test_pickled_weights_are_refused(tmp_path):

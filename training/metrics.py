@@ -18,6 +18,8 @@ from sklearn.metrics import (  # noqa: E402
     precision_recall_fscore_support,
 )
 
+from .files import atomic_path  # noqa: E402
+
 SUMMARY_METRICS = ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "uar")
 
 
@@ -67,7 +69,6 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: str 
     )
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
