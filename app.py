@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from modeling import EMOTIONS, AudioError, load_audio, predict_long
+from modeling import AudioError, load_audio, predict_long
 
 # Gradio's queue records the last GRADIO_ANALYTICS_MAX_EVENTS events (default 10,000) for its monitoring page and
 # rebuilds a pandas summary of all of them after every request: under steady load that record made the server's
@@ -27,7 +27,7 @@ from modeling import EMOTIONS, AudioError, load_audio, predict_long
 os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_MODEL = str(HERE / "checkpoints" / "tiny-ravdess")
+DEFAULT_MODEL = str(HERE / "checkpoints" / "tiny-ravdess-emodb")
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.flac"))
 WINDOW_S = 5.0  # RAVDESS clips (3-5 s) fit one window; longer audio gets a timeline
 HOP_S = 2.5
@@ -41,7 +41,7 @@ class Limits:
     queue_size: int = 64
 
 
-def model_note(model_id: str) -> str:
+def model_note(model_id: str, num_labels: int) -> str:
     """Which model is loaded and what its card says it measured, read from the card rather than typed in."""
     name = Path(model_id).name if Path(model_id).exists() else model_id  # a folder's name, or the Hub id
     card = Path(model_id) / "README.md"
@@ -57,13 +57,14 @@ def model_note(model_id: str) -> str:
         return f"Model: `{name}`. Its card reports no measured accuracy."
     return (
         f"Model: `{name}`. Measured on its test set: accuracy {metrics['accuracy']:.1%}, "
-        f"macro F1 {metrics['f1_macro']:.3f} (chance: 12.5%). Split: {split}."
+        f"macro F1 {metrics['f1_macro']:.3f} (chance: {1 / num_labels:.1%}). Split: {split}."
     )
 
 
 def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> gr.Blocks:
     model = AutoModelForAudioClassification.from_pretrained(model_id).eval()
     feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
     # Predictions run on a fixed set of threads that live as long as the server, not on whichever of Gradio's
     # worker threads is free: those come and go, and every new thread that runs torch sets up its own OpenMP
@@ -88,7 +89,7 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> gr.B
                     {"time (s)": (w.start_s + w.end_s) / 2, "emotion": label, "probability": w.scores[label]}
                     for w in result.windows
                     if w.scores is not None
-                    for label in EMOTIONS
+                    for label in labels
                 ]
             )
         return result.scores, gr.LinePlot(value=timeline, visible=timeline is not None)
@@ -97,23 +98,23 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> gr.B
     with gr.Blocks(title="Speech emotion recognition", delete_cache=(3600, 7200)) as demo:
         gr.Markdown(
             "# Speech emotion recognition\n"
-            "Record or upload speech; the model returns the probability of each of eight emotions "
-            f"({', '.join(EMOTIONS)}). Audio longer than {WINDOW_S:g} s is also shown as a timeline.\n\n"
-            f"{model_note(model_id)}\n\n"
-            "Trained on acted English speech (RAVDESS, CC BY-NC-SA 4.0): expect errors on everyday speech. "
-            "Not for decisions about people."
+            f"Record or upload speech; the model returns the probability of each of its {len(labels)} labels "
+            f"({', '.join(labels)}). Audio longer than {WINDOW_S:g} s is also shown as a timeline.\n\n"
+            f"{model_note(model_id, len(labels))}\n\n"
+            "Trained on acted speech (the model card names the corpora and their licences): expect errors on "
+            "everyday speech. Not for decisions about people."
         )
         with gr.Row():
             with gr.Column():
                 audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Speech")
                 submit = gr.Button("Recognize emotion", variant="primary")
             with gr.Column():
-                label = gr.Label(num_top_classes=len(EMOTIONS), label="Emotion probabilities")
+                label = gr.Label(num_top_classes=len(labels), label="Emotion probabilities")
                 timeline = gr.LinePlot(
                     x="time (s)", y="probability", color="emotion", y_lim=[0, 1], label="Timeline", visible=False
                 )
         if EXAMPLES:
-            gr.Examples(examples=EXAMPLES, inputs=audio, label="Examples (RAVDESS actors 10 and 11)")
+            gr.Examples(examples=EXAMPLES, inputs=audio, label="Examples (RAVDESS actors 14 and 15, not in the bundled model's training data)")
         submit.click(predict, inputs=audio, outputs=[label, timeline], api_name="predict")
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     return demo

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Classify many audio files: folders are searched recursively, results go to a CSV.
 
-    python predict.py clips/ more.wav --model checkpoints/tiny-ravdess --out results.csv --batch_size 16
+    python predict.py clips/ more.wav --model checkpoints/tiny-ravdess-emodb --out results.csv --batch_size 16
 
 Files are sorted by length and batched with others of similar length (little padding); decoding and
 denoising run in background threads while the model works. The run is resumable: files already in the CSV
@@ -22,14 +22,17 @@ import soundfile as sf
 from tqdm.auto import tqdm
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from modeling import EMOTIONS, AudioError, load_audio, predict_long
+from modeling import AudioError, load_audio, predict_long
 from modeling.inference import probabilities
 from modeling.fast import quantize_int8
-from training.data import AUDIO_EXTENSIONS
+from training.sources import AUDIO_EXTENSIONS
 from training.files import write_text_atomic
 
-COLUMNS = ["path", "label", "score", *EMOTIONS, "duration_s", "error"]
-DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravdess")
+def columns(labels: list[str]) -> list[str]:
+    """The CSV header: one probability column per label of the model, in its `id2label` order."""
+    return ["path", "label", "score", *labels, "duration_s", "error"]
+
+DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravdess-emodb")
 
 
 def find_audio(paths: list[str]) -> list[str]:
@@ -50,16 +53,22 @@ def header_duration(path: str) -> float:
         return 0.0
 
 
-def read_done(out: Path) -> list[dict]:
+def read_done(out: Path, header: list[str]) -> list[dict]:
     if not out.exists():
         return []
     with open(out, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        if reader.fieldnames and reader.fieldnames != header:
+            raise SystemExit(
+                f"{out} has the columns {reader.fieldnames}, but this model's are {header}: it was written by "
+                "another model; give another --out to start a new CSV"
+            )
+        return list(reader)
 
 
-def write_rows(out: Path, rows: list[dict]) -> None:
+def write_rows(out: Path, rows: list[dict], header: list[str]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=header)
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(out, buffer.getvalue())  # a killed run leaves the previous complete CSV
@@ -71,14 +80,14 @@ def result_row(path: str, scores: dict[str, float], duration: float) -> dict:
         "path": path,
         "label": label,
         "score": f"{scores[label]:.6f}",
-        **{e: f"{scores[e]:.6f}" for e in EMOTIONS},
+        **{name: f"{p:.6f}" for name, p in scores.items()},
         "duration_s": f"{duration:.3f}",
         "error": "",
     }
 
 
 def error_row(path: str, error: Exception) -> dict:
-    return {"path": path, **{c: "" for c in COLUMNS[1:-1]}, "error": str(error)}
+    return {"path": path, "error": str(error)}  # the other columns are written empty
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.dtype == "int8":
         model = quantize_int8(model)
     fe = AutoFeatureExtractor.from_pretrained(args.model)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    header = columns(labels)
     out = Path(args.out)
-    rows = read_done(out)
+    rows = read_done(out, header)
     done = {r["path"] for r in rows}
     todo = [p for p in find_audio(args.paths) if p not in done]
     if done:
@@ -127,14 +138,14 @@ def main(argv: list[str] | None = None) -> int:
             if batch:
                 probs = probabilities(model, fe.collate([x for _, _, x in batch], return_tensors="pt"))
                 for (path, wave, _), p in zip(batch, probs):
-                    rows.append(result_row(path, dict(zip(EMOTIONS, p.tolist())), len(wave) / fe.sampling_rate))
+                    rows.append(result_row(path, dict(zip(labels, p.tolist())), len(wave) / fe.sampling_rate))
             for path, wave, x in prepared:
                 if isinstance(wave, AudioError):
                     rows.append(error_row(path, wave))
                 elif x is None:
                     long = predict_long(model, fe, wave)
                     rows.append(result_row(path, long.scores, long.duration_s))
-            write_rows(out, rows)
+            write_rows(out, rows, header)
             progress.update(len(prepared))
     progress.close()
     errors = sum(1 for r in rows if r["error"])

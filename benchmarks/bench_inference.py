@@ -70,7 +70,7 @@ def agreement(n_clips: int) -> dict:
         for name, variant in variants.items():
             probs[name].append(variant(**inputs).logits.softmax(-1)[0].numpy())
     ref = np.stack(probs["fp32"])
-    out = {"clips": len(paths), "model": "checkpoints/tiny-ravdess"}
+    out = {"clips": len(paths), "model": "checkpoints/tiny-ravdess-emodb"}
     for name in variants:
         p = np.stack(probs[name])
         out[name] = {
@@ -84,7 +84,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--clips", type=int, default=200)
+    parser.add_argument(
+        "--agreement_only", action="store_true", help="only the bundled model's fast-path agreement (after retraining it)"
+    )
     args = parser.parse_args()
+    if args.agreement_only:
+        save("inference_agreement", {"agreement_bundled_model": agreement(args.clips)})
+        return
     save("inference", {"speed_base_size": speed(args.repeats), "agreement_bundled_model": agreement(args.clips)})
 
 

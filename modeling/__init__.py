@@ -8,11 +8,10 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClas
 from transformers import logging as hf_logging
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .audio import AudioError, load_audio, prepare_waveform
+from .audio import SAMPLING_RATE, AudioError, load_audio, prepare_waveform
 from .configuration_ser import SERConfig
 from .feature_extraction_ser import SERFeatureExtractor
 from .inference import LongPrediction, WindowPrediction, predict_long, predict_proba
-from .labels import EMOTIONS, ID2LABEL, LABEL2ID, SAMPLING_RATE
 from .modeling_ser import SERModel, SERPreTrainedModel
 from .pipeline import SERAudioClassificationPipeline
 
@@ -35,9 +34,6 @@ PIPELINE_REGISTRY.register_pipeline(
 hf_logging.set_verbosity(_verbosity)
 
 __all__ = [
-    "EMOTIONS",
-    "ID2LABEL",
-    "LABEL2ID",
     "SAMPLING_RATE",
     "AudioError",
     "LongPrediction",

@@ -16,9 +16,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .labels import SAMPLING_RATE
-
 logger = logging.getLogger(__name__)
+
+# The rate every model of this project takes its input at: the one place this fact is defined.
+SAMPLING_RATE = 16_000
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 

@@ -6,8 +6,7 @@ import numpy as np
 import noisereduce
 from transformers import BatchFeature, SequenceFeatureExtractor
 
-from .audio import AudioError, check_waveform
-from .labels import SAMPLING_RATE
+from .audio import SAMPLING_RATE, AudioError, check_waveform
 
 
 class SERFeatureExtractor(SequenceFeatureExtractor):

@@ -120,14 +120,16 @@ class SERModel(SERPreTrainedModel):
         lengths = self.backbone._get_feat_extract_output_lengths(attention_mask.sum(-1))
         return torch.arange(num_frames, device=attention_mask.device)[None, :] < lengths[:, None]
 
-    def classify(self, pooled_embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
-        """Head and loss on pooled features `(batch, num_pooled_layers, hidden)`."""
+    def combine_layers(self, pooled_embeddings: torch.Tensor) -> torch.Tensor:
+        """`(batch, num_pooled_layers, hidden)` -> `(batch, hidden)`: the learned layer mix, or the last layer."""
         if self.layer_weights is not None:
             weights = nn.functional.softmax(self.layer_weights, dim=-1)
-            pooled = (pooled_embeddings * weights.view(1, -1, 1)).sum(dim=1)
-        else:
-            pooled = pooled_embeddings[:, -1]
-        logits = self.head(pooled)
+            return (pooled_embeddings * weights.view(1, -1, 1)).sum(dim=1)
+        return pooled_embeddings[:, -1]
+
+    def classify(self, pooled_embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
+        """Head and loss on pooled features `(batch, num_pooled_layers, hidden)`."""
+        logits = self.head(self.combine_layers(pooled_embeddings))
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1))

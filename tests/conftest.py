@@ -12,8 +12,24 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = REPO / "checkpoints" / "tiny-ravdess"  # the committed model the demo and CLI serve
+BUNDLED = REPO / "checkpoints" / "tiny-ravdess-emodb"  # the committed model the demo and CLI serve
 DATA_DIR = Path(os.environ.get("SER_DATA_DIR", REPO.parent / "shared" / "data" / "ravdess16k"))
+
+
+# An eight-label set for models made in tests (the RAVDESS reader's labels); a model's own labels live in its config.
+TEST_LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+def labelled(labels=TEST_LABELS) -> dict:
+    """`SERConfig` keyword arguments for a label set."""
+    return {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+
+
+def bundled_labels() -> list[str]:
+    import json
+
+    id2label = json.loads((BUNDLED / "config.json").read_text())["id2label"]
+    return [id2label[str(i)] for i in range(len(id2label))]
 
 
 def tiny_backbone(norm: str = "layer", model_type: str = "wav2vec2") -> dict:
@@ -65,7 +81,7 @@ def tiny_model_dir(tmp_path_factory):
     from modeling import SERConfig, SERFeatureExtractor, SERModel
 
     path = tmp_path_factory.mktemp("tiny-model")
-    SERModel(SERConfig(backbone_config=tiny_backbone())).save_pretrained(path)
+    SERModel(SERConfig(backbone_config=tiny_backbone(), **labelled())).save_pretrained(path)
     SERFeatureExtractor().save_pretrained(path)
     return path
 
@@ -76,5 +92,5 @@ def bad_cases(tmp_path_factory):
     import soundfile as sf
     from bad_inputs import make_cases
 
-    speech, _ = sf.read(REPO / "examples" / "angry_actor10.flac", dtype="float32")
+    speech, _ = sf.read(REPO / "examples" / "angry_actor14.flac", dtype="float32")
     return make_cases(tmp_path_factory.mktemp("bad-inputs"), speech)

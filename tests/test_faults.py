@@ -16,8 +16,8 @@ import torch
 from conftest import REPO, tiny_backbone
 from transformers import AutoModelForAudioClassification
 
-import train
 from modeling import SERConfig, SERModel
+from training import checkpoints
 from training.files import atomic_path
 
 ARGS = [
@@ -88,10 +88,10 @@ def test_partial_checkpoint_is_skipped_and_explicit_one_reported(runs, tmp_path)
     last = out / f"checkpoint-{runs['total']}"
     weights = last / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # killed while writing
-    picked = train.pick_resume_checkpoint(None, out, overwrite=False)
+    picked = checkpoints.pick_resume_checkpoint(None, out, overwrite=False)
     assert picked is not None and picked != str(last)
-    with pytest.raises(train.CheckpointError, match=f"checkpoint {last} is incomplete or corrupt"):
-        train.check_checkpoint(str(last))
+    with pytest.raises(checkpoints.CheckpointError, match=f"checkpoint {last} is incomplete or corrupt"):
+        checkpoints.check_checkpoint(str(last))
     (out / f"checkpoint-{steps(out)[0]}" / "trainer_state.json").write_text("{not json")
     result = subprocess.run(
         [sys.executable, "train.py", *ARGS, "--output_dir", str(out), "--resume_from_checkpoint", str(last)],

@@ -6,15 +6,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLED, REPO, tiny_backbone
+from conftest import BUNDLED, REPO, TEST_LABELS, labelled, tiny_backbone
 from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
-from modeling import EMOTIONS, SERConfig, SERFeatureExtractor, SERModel, load_audio
+from modeling import SERConfig, SERFeatureExtractor, SERModel, load_audio
 
 
 def make_model(norm="layer", seed=0, **config_kwargs) -> SERModel:
     torch.manual_seed(seed)
-    return SERModel(SERConfig(backbone_config=tiny_backbone(norm), **config_kwargs)).eval()
+    return SERModel(SERConfig(backbone_config=tiny_backbone(norm), **{**labelled(), **config_kwargs})).eval()
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def waves(manifest, data_dir):
     for row in manifest:
         if row["actor"] in ("1", "2") and row["emotion"] not in picked:
             picked[row["emotion"]] = load_audio(data_dir / row["path"])
-    return [picked[e] for e in EMOTIONS]
+    return [picked[e] for e in TEST_LABELS]
 
 
 def test_config_defaults_reproduce_the_recipe():
@@ -32,8 +32,12 @@ def test_config_defaults_reproduce_the_recipe():
     assert config.backbone_config.model_type == "wav2vec2"
     assert config.backbone_config.hidden_size == 768
     assert (config.head_hidden_size, config.head_dropout, config.pooling) == (256, 0.3, "mean")
-    assert [config.id2label[i] for i in range(8)] == list(EMOTIONS)
-    assert config.label2id == {e: i for i, e in enumerate(EMOTIONS)}
+    # No dataset's labels are assumed: without labels a config has transformers' two placeholders.
+    assert config.id2label == {0: "LABEL_0", 1: "LABEL_1"}
+    labels = SERConfig(id2label={0: "low", 1: "mid", 2: "high"})
+    assert labels.num_labels == 3 and labels.label2id == {"low": 0, "mid": 1, "high": 2}
+    reloaded = SERConfig.from_dict(labels.to_dict())
+    assert reloaded.id2label == {0: "low", 1: "mid", 2: "high"} and reloaded.label2id == labels.label2id
     with pytest.raises(ValueError, match="pooling"):
         SERConfig(pooling="max")
 
@@ -50,7 +54,7 @@ def test_head_architecture():
 @pytest.mark.parametrize("model_type", ["wav2vec2", "hubert", "wavlm", "data2vec-audio"])
 def test_backbone_families(model_type, waves, tmp_path):
     torch.manual_seed(0)
-    model = SERModel(SERConfig(backbone_config=tiny_backbone(model_type=model_type))).eval()
+    model = SERModel(SERConfig(backbone_config=tiny_backbone(model_type=model_type), **labelled())).eval()
     assert model.backbone.config.model_type == model_type
     inputs = SERFeatureExtractor()(waves[:2], return_tensors="pt")
     logits = model(**inputs).logits
@@ -167,7 +171,7 @@ def test_from_backbone_loads_pretrained_weights(tmp_path):
 
 def test_loss_falls_and_model_overfits_real_clips(waves):
     torch.manual_seed(0)
-    model = SERModel(SERConfig(backbone_config=tiny_backbone(), head_dropout=0.0)).train()
+    model = SERModel(SERConfig(backbone_config=tiny_backbone(), head_dropout=0.0, **labelled())).train()
     inputs = SERFeatureExtractor()([w[:32000] for w in waves], return_tensors="pt")
     labels = torch.arange(8)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.01)
@@ -197,5 +201,5 @@ def test_frame_mask_matches_transformers():
 def test_bundled_checkpoint_carries_current_code():
     """trust_remote_code users of the bundled folder run its copy of modeling/: it must not drift."""
     folder = BUNDLED
-    for name in ("audio.py", "configuration_ser.py", "feature_extraction_ser.py", "labels.py", "modeling_ser.py"):
+    for name in ("audio.py", "configuration_ser.py", "feature_extraction_ser.py", "modeling_ser.py"):
         assert (folder / name).read_text() == (REPO / "modeling" / name).read_text(), name

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import TEST_LABELS
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, pipeline
 
-from modeling import EMOTIONS, AudioError, SERAudioClassificationPipeline, load_audio, predict_long, predict_proba
+from modeling import AudioError, SERAudioClassificationPipeline, load_audio, predict_long, predict_proba
 from modeling.audio import resample
 
 
@@ -22,7 +23,7 @@ def model_and_fe(tiny_model_dir):
 
 
 def as_dict(result):
-    assert sorted(r["label"] for r in result) == sorted(EMOTIONS)
+    assert sorted(r["label"] for r in result) == sorted(TEST_LABELS)
     assert sum(r["score"] for r in result) == pytest.approx(1.0, abs=1e-5)
     return {r["label"]: r["score"] for r in result}
 
@@ -55,7 +56,7 @@ def test_pipeline_matches_model_softmax(classifier, model_and_fe, clip_path):
     wave = load_audio(clip_path)
     probs = predict_proba(model, fe, [wave])[0]
     scores = as_dict(classifier(wave))
-    assert [scores[e] for e in EMOTIONS] == pytest.approx(probs.tolist(), abs=1e-6)
+    assert [scores[e] for e in TEST_LABELS] == pytest.approx(probs.tolist(), abs=1e-6)
 
 
 def test_pipeline_bad_input(classifier, tmp_path):
@@ -83,13 +84,13 @@ def test_predict_long_timeline(model_and_fe, manifest, data_dir):
     assert 2 <= len(silent) <= 4  # the windows that fall wholly inside the 10 s gap
     scored = [w.scores for w in result.windows if w.scores is not None]
     assert all(sum(s.values()) == pytest.approx(1.0, abs=1e-5) for s in scored)
-    mean = {e: np.mean([s[e] for s in scored]) for e in EMOTIONS}
+    mean = {e: np.mean([s[e] for s in scored]) for e in TEST_LABELS}
     assert result.scores == pytest.approx(mean)
     assert result.label == max(mean, key=mean.get)
     # Each window is exactly what a single clip of that span would give.
     w = result.windows[5]
     alone = predict_proba(model, fe, [wave[int(w.start_s * 16000) : int(w.end_s * 16000)]])[0]
-    assert [w.scores[e] for e in EMOTIONS] == pytest.approx(alone.tolist(), abs=1e-5)
+    assert [w.scores[e] for e in TEST_LABELS] == pytest.approx(alone.tolist(), abs=1e-5)
 
 
 def test_predict_long_short_clip_is_one_window(model_and_fe, classifier, clip_path):

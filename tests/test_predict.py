@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import BUNDLED, REPO
+from conftest import BUNDLED, REPO, bundled_labels
 from transformers import AutoFeatureExtractor, pipeline
 
 import predict
-from modeling import EMOTIONS, SERModel, load_audio
+from modeling import SERModel, load_audio
 from modeling.fast import OnnxSERModel, export_onnx, quantize_int8
 
 
@@ -57,7 +57,7 @@ def test_predict_csv_equals_pipeline_and_resumes(clips, tmp_path):
     assert predict.main([*clips[:8], str(bad_text), "--out", str(out), "--batch_size", "4"]) == 0
     first = read_csv(out)
     assert len(first) == 9
-    assert list(first[0].keys()) == predict.COLUMNS
+    assert list(first[0].keys()) == predict.columns(bundled_labels())
 
     result = subprocess.run(
         [sys.executable, "predict.py", *clips, str(bad_text), str(silent), "--out", str(out), "--batch_size", "4"],
@@ -79,7 +79,7 @@ def test_predict_csv_equals_pipeline_and_resumes(clips, tmp_path):
         row = by_path[path]
         assert row["error"] == ""
         expected = {r["label"]: r["score"] for r in classifier(path)}
-        assert {e: float(row[e]) for e in EMOTIONS} == pytest.approx(expected, abs=1e-5)
+        assert {e: float(row[e]) for e in bundled_labels()} == pytest.approx(expected, abs=1e-5)
         assert row["label"] == max(expected, key=expected.get)
         assert float(row["duration_s"]) == pytest.approx(sf.info(path).duration, abs=1e-3)
 
@@ -89,4 +89,4 @@ def test_predict_folder_and_int8(clips, tmp_path, data_dir):
     assert predict.main([str(data_dir / "Actor_05"), "--out", str(out), "--dtype", "int8", "--batch_size", "16"]) == 0
     rows = read_csv(out)
     assert len(rows) == 60 and not any(r["error"] for r in rows)
-    assert all(sum(float(r[e]) for e in EMOTIONS) == pytest.approx(1.0, abs=1e-4) for r in rows)
+    assert all(sum(float(r[e]) for e in bundled_labels()) == pytest.approx(1.0, abs=1e-4) for r in rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import yaml
 
 from .metrics import SUMMARY_METRICS
@@ -16,13 +18,14 @@ METRIC_NAMES = {
 
 
 def _model_index(name: str, dataset_name: str, split_summary: str, test: dict) -> list[dict]:
+    """The Hub's model-index: the pooled test figures (the mean over folds for k-fold)."""
     return [
         {
             "name": name,
             "results": [
                 {
                     "task": {"type": "audio-classification", "name": "Speech emotion recognition"},
-                    "dataset": {"type": dataset_name, "name": "RAVDESS (speech)", "split": split_summary},
+                    "dataset": {"type": dataset_name, "name": dataset_name, "split": split_summary},
                     "metrics": [
                         {"type": m, "value": round(test[m], 4), "name": f"{METRIC_NAMES[m]} (test)"}
                         for m in SUMMARY_METRICS
@@ -33,7 +36,7 @@ def _model_index(name: str, dataset_name: str, split_summary: str, test: dict) -
     ]
 
 
-def _table(rows: dict[str, dict]) -> str:
+def metrics_table(rows: dict[str, dict]) -> str:
     lines = ["| part | " + " | ".join(METRIC_NAMES[m] for m in SUMMARY_METRICS) + " |"]
     lines.append("|---" * (len(SUMMARY_METRICS) + 1) + "|")
     for part, metrics in rows.items():
@@ -42,7 +45,7 @@ def _table(rows: dict[str, dict]) -> str:
 
 
 def _kfold_table(folds: list[dict], mean: dict, std: dict) -> str:
-    lines = ["| fold | test actors | accuracy | F1 (macro) | UAR |", "|---|---|---|---|---|"]
+    lines = ["| fold | test speakers | accuracy | F1 (macro) | UAR |", "|---|---|---|---|---|"]
     for fold in folds:
         t = fold["test"]
         lines.append(
@@ -56,57 +59,115 @@ def _kfold_table(folds: list[dict], mean: dict, std: dict) -> str:
     return "\n".join(lines)
 
 
+# What the card says about corpora this project has readers for; other sources are described by their name only.
+CORPORA = {
+    "ravdess": {
+        "about": "RAVDESS speech: professional North American actors, two fixed English sentences, acted emotions, "
+        "studio audio",
+        "licence": "CC BY-NC-SA 4.0",
+        "citation": "Livingstone SR, Russo FA (2018). The Ryerson Audio-Visual Database of Emotional Speech and Song "
+        "(RAVDESS). PLoS ONE 13(5): e0196391. https://doi.org/10.1371/journal.pone.0196391",
+    },
+    "emodb": {
+        "about": "EmoDB (Berlin Database of Emotional Speech): 10 German actors, 10 sentences, acted emotions",
+        "licence": "free for research use",
+        "citation": "Burkhardt F, Paeschke A, Rolfes M, Sendlmeier W, Weiss B (2005). A database of German emotional "
+        "speech. Proc. Interspeech 2005, 1517-1520.",
+    },
+}
+
+
+def per_corpus_table(per_corpus: dict) -> str:
+    if not per_corpus:
+        return ""
+    lines = ["| corpus | test clips | accuracy | F1 (macro, its labels) | UAR | majority-class rate |", "|---|---|---|---|---|---|"]
+    for corpus, m in per_corpus.items():
+        lines.append(
+            f"| {corpus} | {m['clips']} | {m['accuracy']:.3f} | {m['f1_macro']:.3f} | {m['uar']:.3f} | {m['majority_rate']:.3f} |"
+        )
+    return "\n### Per corpus (test)\n\n" + "\n".join(lines) + "\n"
+
+
+def _per_corpus_kfold_table(per_corpus: dict) -> str:
+    lines = ["| corpus | folds | test clips | accuracy | F1 (macro, its labels) | UAR |", "|---|---|---|---|---|---|"]
+    for corpus, m in per_corpus.items():
+        lines.append(
+            f"| {corpus} | {m['folds']} | {m['clips']} | {m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f} | "
+            f"{m['f1_macro_mean']:.3f} ± {m['f1_macro_std']:.3f} | {m['uar_mean']:.3f} ± {m['uar_std']:.3f} |"
+        )
+    return "\n### Per corpus (mean ± std over the folds that tested it)\n\n" + "\n".join(lines) + "\n"
+
+
 def render_card(results: dict) -> str:
     """`results` is what train.py writes to all_results.json; every number on the card comes from it."""
     test = results["test"]
     split = results["split"]
     data = results["data"]
+    labels = results["labels"]
+    model = results["model"]
+    train_info = results["training"]
+    corpora = data.get("corpora", [])
     is_kfold = split["kind"] == "kfold"
     split_line = results["split_summary"]
+    licence = "cc-by-nc-sa-4.0" if "ravdess" in corpora else "other"
     metadata = {
-        "license": "cc-by-nc-sa-4.0",
+        "license": licence,
         "library_name": "transformers",
         "pipeline_tag": "audio-classification",
-        "tags": ["audio-classification", "speech-emotion-recognition", "ravdess", "custom_code"],
-        "datasets": [data["dataset"]] if data.get("hub_dataset") else None,
+        "tags": ["audio-classification", "speech-emotion-recognition", *corpora, "custom_code"],
+        "datasets": [data["hub_dataset"]] if data.get("hub_dataset") else None,
         "metrics": list(SUMMARY_METRICS),
-        "base_model": results["model"]["backbone"] if results["model"]["pretrained_backbone"] else None,
-        "model-index": _model_index(results["model"]["name"], data["dataset"], split_line, test),
+        "base_model": model["backbone"] if model["pretrained_backbone"] else None,
+        "model-index": _model_index(model["name"], data["dataset"], split_line, test),
     }
     metadata = {k: v for k, v in metadata.items() if v is not None}
     if is_kfold:
-        scores = _kfold_table(results["folds"], results["test"], results["test_std"])
+        scores = _kfold_table(results["folds"], test, results["test_std"]) + "\n" + _per_corpus_kfold_table(
+            results.get("test_per_corpus", {})
+        )
     else:
-        scores = _table({"validation": results["validation"], "test": test}) + (
-            "\n\n![Confusion matrix on the test part](confusion_matrix.png)"
+        scores = (
+            metrics_table({"validation": results["validation"], "test": test})
+            + "\n"
+            + per_corpus_table(test.get("per_corpus", {}))
+            + "\n![Confusion matrix on the test part](confusion_matrix.png)"
         )
     overlap = (
-        "**Speakers overlap**: the same actors are in train and test, so these figures overstate accuracy "
+        "**Speakers overlap**: the same speakers are in train and test, so these figures overstate accuracy "
         "on new voices."
         if split.get("speakers_overlap")
-        else "The test actors never appear in training (speaker-independent evaluation)."
+        else "The test speakers never appear in training (speaker-independent evaluation)."
     )
     per_class = ""
     if "per_class" in test:
-        rows = ["| emotion | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        rows = ["| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for label, m in test["per_class"].items():
             rows.append(f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
-        per_class = "\n### Per emotion (test)\n\n" + "\n".join(rows) + "\n"
-    train_info = results["training"]
-    model = results["model"]
-    backbone = (
-        f"pretrained `{model['backbone']}`" if model["pretrained_backbone"] else "randomly initialised, trained from scratch"
-    )
+        per_class = "\n### Per label (test)\n\n" + "\n".join(rows) + "\n"
+    majority = f" The most frequent label is {test['majority_rate']:.3f} of the test clips." if "majority_rate" in test else ""
+    backbone = f"pretrained `{model['backbone']}`" if model["pretrained_backbone"] else "randomly initialised, trained from scratch"
     epochs = f"{train_info['epochs']:g}"
     extraction = (
         f" (of which embedding extraction {train_info['embedding_time_s']:.0f} s)" if train_info["embedding_time_s"] else ""
     )
+    extras = ""
+    if train_info.get("augmentation"):
+        extras += f"\n- Augmentation (training clips only): {train_info['augmentation']}."
+    if train_info.get("auxiliary_target"):
+        extras += f"\n- Auxiliary target: {train_info['auxiliary_target']}."
+    if data.get("label_map"):
+        dropped = ", ".join(f"{n} {label}" for label, n in (data.get("labels_dropped") or {}).items()) or "none"
+        extras += f"\n- Label map: `{json.dumps(data['label_map'])}` (clips dropped by it: {dropped})."
+    known = [CORPORA[c] for c in corpora if c in CORPORA]
+    data_lines = "\n".join(f"  - {c['about']} ({c['licence']})." for c in known)
+    citations = "\n\n".join(c["citation"] for c in known) or "See the data sources named above."
+    head = f"Linear({model['hidden_size']}→{model['head_hidden_size']}) → ReLU → Dropout({model['head_dropout']:g}) → Linear({model['head_hidden_size']}→{model['num_labels']})"
     body = f"""
-# {results["model"]["name"]}
+# {model["name"]}
 
-Speech emotion recognition over the eight RAVDESS emotions ({", ".join(results["labels"])}):
-a `{results["model"]["backbone_type"]}` backbone ({backbone}),
-{results["model"]["pooling"]} pooling over non-padding frames and a `Linear({results["model"]["hidden_size"]}→256) → ReLU → Dropout(0.3) → Linear(256→8)` head.
+Speech emotion recognition over {len(labels)} labels ({", ".join(labels)}):
+a `{model["backbone_type"]}` backbone ({backbone}), {model["pooling"]} pooling over non-padding frames and a
+`{head}` head; {model["parameters"]:,} parameters.
 
 ## Results
 
@@ -114,16 +175,18 @@ Split: {split_line}. {overlap}
 
 {scores}
 {per_class}
-Chance level for eight balanced classes is 0.125 accuracy.
+Chance level for {len(labels)} balanced classes is {1 / len(labels):.3f} accuracy.{majority}
 
 ## Training
 
 - Command: `{train_info["command"]}`
 - Mode: {train_info["mode"]}
-- Data: {data["dataset"]}: {data["clips"]} clips from {data["actors"]} actors; {data["duplicates_dropped"]} byte-identical duplicate(s) dropped, {data["skipped_names"]} file(s) off the naming layout skipped, {data["undecodable"]} unusable clip(s) skipped.
-- Preprocessing: mono, resampled to 16 kHz, spectral-gating noise reduction ({"on" if results["preprocessing"]["noise_reduction"] else "off"}), zero-mean unit-variance normalization.
-- Optimizer: AdamW, learning rate {train_info["learning_rate"]}, weight decay {train_info["weight_decay"]}, {epochs} epochs, batch size {train_info["batch_size"]}, seed {train_info["seed"]}.
-- Hardware: {train_info["hardware"]}; wall time {train_info["wall_time_s"]:.0f} s{extraction}, data preprocessing included.
+- Data: {data["dataset"]}: {data["clips"]} clips from {data["actors"]} speakers; {data["duplicates_dropped"]} byte-identical duplicate(s) dropped, {data["skipped_names"]} file(s) off the naming layout skipped, {data["undecodable"]} unusable clip(s) skipped.
+{data_lines}
+- Preprocessing: mono, resampled to 16 kHz, spectral-gating noise reduction ({"on" if results["preprocessing"]["noise_reduction"] else "off"}), zero-mean unit-variance normalization.{extras}
+- Optimizer: AdamW, learning rate {train_info["learning_rate"]}, weight decay {train_info["weight_decay"]}, up to {epochs} epochs, batch size {train_info["batch_size"]}, seed {train_info["seed"]}.
+- Epochs run: {", ".join(f"{e:g}" for e in train_info.get("epochs_run", [])) or "?"} (best checkpoint by validation {train_info.get("metric_for_best_model") or "metric"} kept{"; stopped early by patience or time limit" if any(e < train_info["epochs"] for e in train_info.get("epochs_run", [])) else ""}).
+- Hardware: {train_info["hardware"]}; training time {train_info["train_time_s"]:.0f} s{" (sum over folds)" if is_kfold else ""}{extraction}; wall time of the run that wrote this card {train_info["wall_time_s"]:.0f} s, data preprocessing included.
 - Library versions: {", ".join(f"{k} {v}" for k, v in train_info["versions"].items())}.
 
 ## Use
@@ -139,18 +202,16 @@ runs that code on your machine, so read it first or pin a revision.
 
 ## Intended use and limitations
 
-- For research and demos of speech emotion recognition on short English utterances. Not for decisions about
-  people (hiring, health, policing, education): acted emotions in a studio are not how people express emotion,
-  and the model has no notion of context.
-- Trained on RAVDESS only: 24 professional North American actors (this run saw {data["actors"]}), two fixed
-  sentences, acted emotions, clean studio audio. Expect much lower accuracy on spontaneous speech, other
-  languages and accents, children, noisy or far-field recordings.
-- Licence: RAVDESS is CC BY-NC-SA 4.0, so these weights are for non-commercial use and share-alike.
+- For research and demos of speech emotion recognition. Not for decisions about people (hiring, health,
+  policing, education): acted emotions in a studio are not how people express emotion, and the model has no
+  notion of context.
+- Trained on acted speech from {data["actors"]} speakers of {", ".join(corpora) or "the sources above"}. Expect much lower
+  accuracy on spontaneous speech, other languages and accents, children, noisy or far-field recordings.
+- Licence of the weights follows the training data: {"; ".join(f"{c}: {CORPORA[c]['licence']}" for c in corpora if c in CORPORA) or "see the data sources"}.
 
 ## Citation
 
-Livingstone SR, Russo FA (2018). The Ryerson Audio-Visual Database of Emotional Speech and Song (RAVDESS).
-PLoS ONE 13(5): e0196391. https://doi.org/10.1371/journal.pone.0196391
+{citations}
 """
     return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---\n" + body
 

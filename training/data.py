@@ -1,4 +1,5 @@
-"""RAVDESS and other labelled audio datasets, loaded through `datasets` and the model's one preprocessing path."""
+"""Labelled clips from one or several sources, deduplicated and run once through the model's one preprocessing
+path (cached on disk)."""
 
 from __future__ import annotations
 
@@ -6,118 +7,28 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections import Counter
 from pathlib import Path
 
 import datasets
 import numpy as np
 
-from modeling import EMOTIONS, LABEL2ID, AudioError, SERFeatureExtractor, load_audio
+from modeling import AudioError, SERFeatureExtractor, load_audio
+
+from .sources import (  # noqa: F401  (DataError is part of this module's interface)
+    DataError,
+    apply_label_map,
+    label_names,
+    load_hub_records,
+    read_label_map,
+    read_manifest,
+    scan_emodb_folder,
+    scan_ravdess_folder,
+)
 
 logger = logging.getLogger(__name__)
 
-# Official RAVDESS identifier: modality-channel-emotion-intensity-statement-repetition-actor.
-RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d\d)$")
-AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".webm", ".m4a", ".aac", ".aif", ".aiff"}
-# Names used by RAVDESS mirrors and other emotion datasets for the same classes.
-LABEL_ALIASES = {
-    "fear": "fearful",
-    "surprise": "surprised",
-    "disgusted": "disgust",
-    "happiness": "happy",
-    "sadness": "sad",
-    "anger": "angry",
-}
-FEATURES_VERSION = "1"
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used as given; the message says why."""
-
-
-def parse_ravdess_name(name: str) -> dict | None:
-    """Label, actor, sex and intensity from a RAVDESS file name, or None when the name is off the layout."""
-    match = RAVDESS_NAME.match(Path(name).stem)
-    if match is None:
-        return None
-    actor = int(match.group(7))
-    return {
-        "label": EMOTIONS[int(match.group(3)) - 1],
-        "actor": actor,
-        "sex": "male" if actor % 2 else "female",  # RAVDESS: odd-numbered actors are male
-        "intensity": "normal" if match.group(4) == "01" else "strong",
-    }
-
-
-def scan_ravdess_folder(data_dir: str | os.PathLike) -> tuple[list[dict], int]:
-    """Records for every `Actor_XX/03-01-EE-II-SS-RR-AA.<audio ext>` file, and how many files were skipped."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise DataError(f"--data_dir {root}: no such folder")
-    records, skipped = [], 0
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in AUDIO_EXTENSIONS:
-            continue
-        info = parse_ravdess_name(path.name)
-        if info is None:
-            logger.warning("skipping %s: the name is not in the RAVDESS layout 03-01-EE-II-SS-RR-AA", path)
-            skipped += 1
-            continue
-        records.append({"audio": str(path), **info})
-    if not records:
-        raise DataError(
-            f"--data_dir {root}: no audio files named in the RAVDESS layout "
-            "(Actor_XX/03-01-EE-II-SS-RR-AA.wav); found nothing to train on"
-        )
-    return records, skipped
-
-
-def normalize_label(label: str) -> str:
-    label = str(label).strip().lower()
-    label = LABEL_ALIASES.get(label, label)
-    if label not in LABEL2ID:
-        raise DataError(f"unknown label {label!r}; the model's labels are {', '.join(EMOTIONS)}")
-    return label
-
-
-def load_hub_records(
-    dataset_name: str,
-    config_name: str | None,
-    split: str,
-    audio_column: str,
-    label_column: str,
-    actor_column: str,
-    cache_dir: str | None = None,
-) -> list[dict]:
-    """Records from any dataset `datasets.load_dataset` reads (a Hub id, or a local parquet/audiofolder path)."""
-    dataset = datasets.load_dataset(dataset_name, config_name, split=split, cache_dir=cache_dir)
-    for column in (audio_column, label_column):
-        if column not in dataset.column_names:
-            raise DataError(f"{dataset_name}: no column {column!r}; columns are {dataset.column_names}")
-    # Decoding is ours (one path for every entry point), so keep the encoded bytes.
-    dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))
-    label_feature = dataset.features[label_column]
-    names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
-    records = []
-    for row in dataset:
-        audio = row[audio_column]
-        raw_label = names[row[label_column]] if names else row[label_column]
-        info = parse_ravdess_name(os.path.basename(audio.get("path") or "")) or {}
-        actor = int(row[actor_column]) if actor_column in row else info.get("actor", -1)
-        records.append(
-            {
-                "audio": audio["bytes"] if audio.get("bytes") else audio["path"],
-                "label": normalize_label(raw_label),
-                "actor": actor,
-                # RAVDESS numbering (odd actors are male) is the only sex information a mirror may carry.
-                "sex": info.get("sex") or ("unknown" if actor < 0 else "male" if actor % 2 else "female"),
-                "intensity": info.get("intensity", "unknown"),
-            }
-        )
-    if not records:
-        raise DataError(f"{dataset_name}: split {split!r} is empty")
-    return records
+FEATURES_VERSION = "2"
 
 
 def _audio_bytes(audio: str | bytes) -> bytes:
@@ -161,23 +72,29 @@ def cache_root(cache_dir: str | None) -> Path:
 
 
 def preprocess(
-    records: list[dict], feature_extractor: SERFeatureExtractor, cache_dir: str | None = None, num_proc: int | None = None
+    records: list[dict],
+    feature_extractor: SERFeatureExtractor,
+    label2id: dict[str, int],
+    cache_dir: str | None = None,
+    num_proc: int | None = None,
 ) -> tuple[datasets.Dataset, int]:
-    """Decodes, denoises and normalizes every clip once (cached on disk); returns the dataset and the failures."""
+    """Decodes, denoises and normalizes every clip once (cached on disk); returns the dataset and the failures.
+
+    Columns: `input_values`, `length`, `label` (an id of `label2id`), `speaker`, `sex`, `corpus`, `path`, `sha1`.
+    The cache holds the audio work only, keyed by the clips' bytes and the preprocessing settings: another label
+    map or another speaker naming reuses it.
+    """
 
     def prepare(record):
         try:
             wave = feature_extractor.process_waveform(load_audio(record["audio"], feature_extractor.sampling_rate))
         except AudioError as err:
             logger.warning("skipping %s: %s", _name(record["audio"]), err)
-            return {"input_values": np.zeros(0, np.float32), "length": 0, "label": -1}
-        return {"input_values": wave, "length": len(wave), "label": LABEL2ID[record["label"]]}
+            return {"input_values": np.zeros(0, np.float32), "length": 0}
+        return {"input_values": wave, "length": len(wave)}
 
-    table = datasets.Dataset.from_list(
-        [{"path": _name(r["audio"]), **{k: v for k, v in r.items() if k not in ("label", "audio")}} for r in records]
-    )
     key = features_cache_key(records, feature_extractor)
-    dataset = table.map(
+    audio = datasets.Dataset.from_dict({"sha1": [r["sha1"] for r in records]}).map(
         lambda row, i: prepare(records[i]),
         with_indices=True,
         cache_file_name=str(cache_root(cache_dir) / f"features-{key}.arrow"),
@@ -186,17 +103,26 @@ def preprocess(
         desc="Decoding, denoising and normalizing audio",
         features=datasets.Features(
             {
-                **table.features,
+                "sha1": datasets.Value("string"),
                 "input_values": datasets.Sequence(datasets.Value("float32")),
                 "length": datasets.Value("int64"),
-                "label": datasets.Value("int64"),
             }
         ),
     )
-    usable = dataset.filter(lambda length: length > 0, input_columns="length")
-    return usable, len(dataset) - len(usable)
+    columns = {
+        "path": [_name(r["audio"]) for r in records],
+        "label": [label2id[r["label"]] for r in records],
+        "speaker": [r["speaker"] or "" for r in records],
+        "sex": [r["sex"] for r in records],
+        "corpus": [r["corpus"] for r in records],
+        "intensity": [r.get("intensity", "unknown") for r in records],
+    }
+    for name, values in columns.items():
+        audio = audio.add_column(name, values)
+    usable = audio.filter(lambda length: length > 0, input_columns="length")
+    return usable, len(audio) - len(usable)
 
 
-def label_counts(dataset: datasets.Dataset) -> dict[str, int]:
-    counts = Counter(dataset["label"])
-    return {EMOTIONS[i]: counts.get(i, 0) for i in range(len(EMOTIONS))}
+def label_counts(labels: list[int], names: list[str]) -> dict[str, int]:
+    counts = Counter(labels)
+    return {name: counts.get(i, 0) for i, name in enumerate(names)}

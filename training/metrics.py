@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -40,11 +41,35 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     return summary_metrics(labels, np.argmax(logits, axis=-1))
 
 
-def full_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+def corpus_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro F1 and UAR over the labels this corpus has (a corpus without 'calm' is not scored on it)."""
+    present = sorted(set(np.asarray(y_true).tolist()))
+    return {
+        "clips": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1_macro": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "uar": float(balanced_accuracy_score(y_true, y_pred)),
+        "majority_rate": float(np.bincount(y_true).max() / len(y_true)),
+    }
+
+
+def full_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], corpora: list[str] | None = None) -> dict:
+    """Summary scores, per-class report, confusion matrix, the majority-class rate and, with `corpora` (the corpus
+    of each clip), the scores of each corpus."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     ids = list(range(len(labels)))
+    per_corpus = {}
+    if corpora is not None:
+        corpora = np.asarray(corpora)
+        for corpus in sorted(set(corpora.tolist())):
+            rows = corpora == corpus
+            per_corpus[corpus] = corpus_metrics(y_true[rows], y_pred[rows])
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
     return {
         **summary_metrics(y_true, y_pred),
+        "clips": int(len(y_true)),
+        "majority_rate": float(np.bincount(y_true, minlength=len(labels)).max() / max(len(y_true), 1)),
+        "per_corpus": per_corpus,
         "per_class": {
             label: {
                 "precision": float(precision[i]),
@@ -63,11 +88,12 @@ def full_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> di
 
 
 def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: str | Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
+    size = max(6.0, 0.6 * len(labels) + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=120)
     ConfusionMatrixDisplay(np.asarray(matrix), display_labels=labels).plot(
         ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
     )
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 80), fontsize=8)  # a long split summary wraps instead of being cut off
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp)

@@ -7,8 +7,6 @@ from typing import Literal
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .labels import ID2LABEL
-
 POOLING_MODES = ("mean", "weighted_mean")
 
 
@@ -32,7 +30,9 @@ class SERConfig(PretrainedConfig):
         freeze_backbone (`bool`, *optional*, defaults to `False`):
             Keep the whole backbone fixed and train the head (and layer weights) only.
         id2label (`dict[int, str]`, *optional*):
-            Defaults to the eight RAVDESS emotions.
+            The model's labels, taken from the training data (`train.py` sets them). Without labels (and without
+            `num_labels`), the config gets transformers' two placeholders `LABEL_0`, `LABEL_1`: no dataset's label
+            set is assumed.
     """
 
     model_type = "ser"
@@ -46,8 +46,6 @@ class SERConfig(PretrainedConfig):
     freeze_backbone: bool = False
 
     def __post_init__(self, **kwargs):
-        if self.id2label is None and kwargs.get("num_labels") is None:
-            self.id2label = dict(ID2LABEL)
         if self.id2label is not None and self.label2id is None:
             self.label2id = {label: int(i) for i, label in self.id2label.items()}
         if self.pooling not in POOLING_MODES:

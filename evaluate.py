@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Evaluate a saved model on any data source, with the metrics train.py reports.
+
+    python evaluate.py --model_name_or_path checkpoints/tiny-ravdess-emodb --emodb_dir ../shared/data/emodb16k \\
+        --label_map '{"boredom": null}' --output_dir runs/eval-emodb
+    python evaluate.py --model_name_or_path runs/tiny --data_dir ../shared/data/ravdess16k --part test --seed 42
+
+Data flags are train.py's (--data_dir, --emodb_dir, --manifest, --dataset_name, --label_map, split flags).
+--part test evaluates the test part of the split those flags and --seed draw (the run's own test speakers);
+the default evaluates every clip. Clips whose labels the model does not have are counted and left out.
+Writes OUTPUT_DIR/eval_results.json (accuracy, f1_macro, ..., per_corpus), the confusion matrix and
+eval_results.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from transformers import HfArgumentParser
+
+from training.args import DataArguments, EvaluationArguments
+from training.evaluation import evaluate_model, results_markdown
+from training.sources import DataError
+from training.splits import SplitError
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((EvaluationArguments, DataArguments))
+    eval_args, data_args = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    results = evaluate_model(eval_args, data_args)
+    print(results_markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (DataError, SplitError) as err:
+        logging.getLogger("evaluate").error("%s", err)
+        sys.exit(2)

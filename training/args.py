@@ -1,0 +1,171 @@
+"""Command-line arguments of train.py and evaluate.py: dataclasses parsed by `HfArgumentParser`, from flags, a
+YAML/JSON file, or a file followed by flags that override it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default="facebook/wav2vec2-base",
+        metadata={
+            "help": "Pretrained backbone (Hub id or folder), or a saved SER model to continue from (its pooling, "
+            "head and labels are kept unless a flag below changes them)."
+        },
+    )
+    backbone_config: str | None = field(
+        default=None,
+        metadata={"help": "JSON backbone config: build a randomly initialised backbone instead of loading weights."},
+    )
+    pooling: str | None = field(
+        default=None, metadata={"help": "'mean' or 'weighted_mean' (learned layer weights). Default: mean, or the saved model's."}
+    )
+    head_dropout: float | None = field(default=None, metadata={"help": "Default: 0.3, or the saved model's."})
+    freeze_feature_encoder: bool | None = field(
+        default=None, metadata={"help": "Keep the convolutional encoder fixed. Default: true, or the saved model's."}
+    )
+    freeze_backbone: bool | None = field(
+        default=None,
+        metadata={"help": "Train the head only, on pooled embeddings computed once (the write-up's method)."},
+    )
+    embedding_batch_size: int = field(default=8)
+    augment: bool = field(
+        default=False,
+        metadata={"help": "Augment training clips on the fly (speed, pitch, gain transition, noise); live backbone only."},
+    )
+    auxiliary_egemaps_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of an auxiliary loss that regresses each clip's eGeMAPS functionals (openSMILE) from the "
+            "pooled embedding, during training only; 0 turns it off."
+        },
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without improvement of --metric_for_best_model."},
+    )
+    max_train_time_s: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop training (at the end of an epoch) once this many seconds have passed; the best checkpoint "
+            "so far is kept as with early stopping. For shared machines with a time limit."
+        },
+    )
+
+
+@dataclass
+class DataArguments:
+    data_dir: str | None = field(default=None, metadata={"help": "RAVDESS layout: Actor_XX/03-01-EE-II-SS-RR-AA.*"})
+    emodb_dir: str | None = field(default=None, metadata={"help": "EmoDB file naming: 03a01Fa.wav, in any subfolder."})
+    manifest: list[str] | None = field(
+        default=None,
+        metadata={"help": "CSV files with columns path,label,speaker[,sex]; paths relative to the CSV; corpus = its folder."},
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Anything load_dataset reads without a script: a Hub id or a local audiofolder."}
+    )
+    dataset_config_name: str | None = field(default=None)
+    dataset_split: str = field(default="train")
+    audio_column_name: str = field(default="audio")
+    label_column_name: str = field(default="label")
+    actor_column_name: str = field(default="actor", metadata={"help": "The speaker column of --dataset_name."})
+    sex_column_name: str | None = field(default=None, metadata={"help": "Optional sex column of --dataset_name."})
+    label_map: str | None = field(
+        default=None,
+        metadata={"help": "JSON/YAML file or inline JSON mapping raw labels to model labels; null drops a label."},
+    )
+    split: str = field(
+        default="actor", metadata={"help": "'actor' (speaker-independent), 'kfold' (by speaker) or 'random'."}
+    )
+    test_corpus: str | None = field(
+        default=None, metadata={"help": "Leave one corpus out: train on the others, test on all of this one."}
+    )
+    num_val_actors: int = field(default=2, metadata={"help": "Validation speakers of the largest corpus (fewer of smaller ones)."})
+    num_test_actors: int = field(default=4, metadata={"help": "Test speakers of the largest corpus (fewer of smaller ones)."})
+    folds: int = field(default=5)
+    fold: int | None = field(
+        default=None,
+        metadata={
+            "help": "With --split kfold: train only this fold (e.g. one process per fold in parallel); a later run "
+            "without --fold reuses every finished fold and writes the summary."
+        },
+    )
+    val_fraction: float = field(default=0.1, metadata={"help": "For --split random."})
+    test_fraction: float = field(default=0.2, metadata={"help": "For --split random."})
+    max_clips: int | None = field(default=None, metadata={"help": "Use a stratified subset (quick runs, tests)."})
+    noise_reduction: bool = field(default=True)
+    preprocessing_cache_dir: str | None = field(default=None)
+    preprocessing_num_workers: int | None = field(default=None)
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Start afresh instead of resuming."})
+
+    def has_source(self) -> bool:
+        return bool(self.data_dir or self.emodb_dir or self.manifest or self.dataset_name)
+
+
+@dataclass
+class EvaluationArguments:
+    model_name_or_path: str = field(metadata={"help": "A saved SER model (folder or Hub id)."})
+    part: str = field(
+        default="all",
+        metadata={"help": "'all' clips of the sources, or 'test': the test part of the split that the data flags draw."},
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Writes eval_results.json, the confusion matrix and a table."})
+    batch_size: int = field(default=16)
+    use_cpu: bool = field(default=False)
+    seed: int = field(default=42, metadata={"help": "The seed of the split, with --part test."})
+
+
+def _file_args(path: str) -> list[str]:
+    with open(path) as f:
+        values = yaml.safe_load(f) or {}
+    args = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            value = json.dumps(value)
+        args += [f"--{key}"] + ([str(v) for v in value] if isinstance(value, list) else [str(value)])
+    return args
+
+
+def parse(dataclass_types: tuple, argv: list[str]):
+    """CLI flags, or a YAML/JSON file optionally followed by flags that override it."""
+    parser = HfArgumentParser(dataclass_types)
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        argv = _file_args(argv[0]) + list(argv[1:])
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    return parse((ModelArguments, DataArguments, TrainingArguments), argv)
+
+
+class ArgumentsError(ValueError):
+    """Flags that contradict each other; the message says which and what to do instead."""
+
+
+def check_train_args(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> None:
+    """Refuses, before any work, combinations that would waste a run or give a misleading result."""
+    kfold = data_args.split == "kfold"
+    if kfold and training_args.resume_from_checkpoint:
+        raise ArgumentsError(
+            "--resume_from_checkpoint names one checkpoint, but k-fold trains one model per fold: leave it out, "
+            "each fold resumes from the last complete checkpoint in its own folder (OUTPUT_DIR/fold-K)"
+        )
+    if kfold and training_args.push_to_hub:
+        raise ArgumentsError(
+            "--push_to_hub with --split kfold would publish a card without a model: cross-validation estimates "
+            "a recipe; train the model to publish with --split actor, or upload one fold's folder yourself"
+        )
+    if data_args.fold is not None and not (kfold and 0 <= data_args.fold < data_args.folds):
+        raise ArgumentsError(f"--fold {data_args.fold} needs --split kfold and 0 <= fold < --folds ({data_args.folds})")
+    if model_args.freeze_backbone and model_args.augment:
+        raise ArgumentsError("--augment needs a live backbone: the frozen mode trains on embeddings computed once")
+    if model_args.freeze_backbone and model_args.auxiliary_egemaps_weight > 0:
+        raise ArgumentsError("--auxiliary_egemaps_weight shapes the backbone: it has no effect with --freeze_backbone")

@@ -1,0 +1,119 @@
+"""On-the-fly waveform augmentation for training with a live backbone (`audiomentations`), seeded per clip and epoch.
+
+Augmentation runs on the cached, already denoised waveform, and the waveform is normalized again afterwards, as
+the model's preprocessing does at inference. A plain gain change would be undone by that normalization, so the
+gain step is a gain *transition* (a loudness ramp inside the clip), which survives it.
+
+Each clip's augmentation is drawn from a generator seeded by (seed, epoch, row): the same seed gives the same
+waveforms whatever the number of data-loader workers, and a resumed run sees what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from modeling import SAMPLING_RATE, SERFeatureExtractor
+
+
+@dataclass
+class AugmentationConfig:
+    """The recipe, recorded in all_results.json and the card."""
+
+    speed_min: float = 0.9
+    speed_max: float = 1.1
+    p_speed: float = 0.5
+    pitch_semitones: float = 2.0
+    p_pitch: float = 0.3
+    gain_db: float = 6.0
+    p_gain: float = 0.3
+    noise_snr_min_db: float = 10.0
+    noise_snr_max_db: float = 40.0
+    p_noise: float = 0.5
+
+    def describe(self) -> str:
+        return (
+            f"speed perturbation ×{self.speed_min:g}–{self.speed_max:g} (tempo and pitch together, p={self.p_speed:g}), "
+            f"pitch shift ±{self.pitch_semitones:g} semitones (p={self.p_pitch:g}), "
+            f"gain transition ±{self.gain_db:g} dB (p={self.p_gain:g}), "
+            f"coloured noise at {self.noise_snr_min_db:g}–{self.noise_snr_max_db:g} dB SNR (p={self.p_noise:g}); "
+            "seeded per clip and epoch (audiomentations)"
+        )
+
+
+class Augmenter:
+    """A seeded `audiomentations.Compose` with the model's normalization after it."""
+
+    def __init__(self, config: AugmentationConfig, seed: int, sampling_rate: int = SAMPLING_RATE):
+        import audiomentations as A
+
+        self.config = config
+        self.seed = seed
+        self.sampling_rate = sampling_rate
+        c = config
+        self.compose = A.Compose(
+            [
+                # Speed perturbation (Kaldi-style): resampling changes tempo and pitch together.
+                A.Resample(
+                    min_sample_rate=int(sampling_rate * c.speed_min),
+                    max_sample_rate=int(sampling_rate * c.speed_max),
+                    p=c.p_speed,
+                ),
+                A.PitchShift(min_semitones=-c.pitch_semitones, max_semitones=c.pitch_semitones, p=c.p_pitch),
+                A.GainTransition(min_gain_db=-c.gain_db, max_gain_db=c.gain_db, min_duration=0.2, max_duration=2.0, p=c.p_gain),
+                A.AddColorNoise(min_snr_db=c.noise_snr_min_db, max_snr_db=c.noise_snr_max_db, p=c.p_noise),
+            ]
+        )
+        # Runs every step once here: librosa loads its resampler lazily (seconds), and data-loader workers are
+        # forked anew every epoch, so they inherit what is loaded now instead of each paying for it again.
+        for index in range(4):
+            self(np.random.default_rng(index).standard_normal(sampling_rate).astype(np.float32), index, 2**31)
+
+    def __call__(self, wave: np.ndarray, index: int, epoch: int) -> np.ndarray:
+        """The augmented, re-normalized waveform of row `index` in `epoch` (the input is not modified)."""
+        seed = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]
+        # audiomentations draws from the global `random` and `numpy.random` state: seed them for this clip, and
+        # put back the caller's state so that nothing else's randomness is disturbed.
+        saved = random.getstate(), np.random.get_state()
+        random.seed(int(seed))
+        np.random.seed(int(seed))
+        try:
+            out = self.compose(samples=np.asarray(wave, dtype=np.float32), sample_rate=self.sampling_rate)
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+        return SERFeatureExtractor.normalize(out)
+
+
+class AugmentedDataset(torch.utils.data.Dataset):
+    """A training dataset whose `input_values` are augmented on access; `set_epoch` picks the epoch's draws."""
+
+    def __init__(self, dataset, augmenter: Augmenter):
+        self.dataset = dataset
+        self.augmenter = augmenter
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        row = dict(self.dataset[int(index)])
+        row["input_values"] = self.augmenter(np.asarray(row["input_values"], dtype=np.float32), int(index), self.epoch)
+        return row
+
+
+class EpochCallback(TrainerCallback):
+    """Tells the augmented dataset which epoch starts (before the epoch's data-loader workers are created)."""
+
+    def __init__(self, dataset: AugmentedDataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(state.epoch or 0))

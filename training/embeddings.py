@@ -1,0 +1,86 @@
+"""The frozen-backbone mode: pooled embeddings computed once per backbone and data, cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import TrainingArguments
+
+from modeling import SERModel
+
+from .files import atomic_path
+
+EMBEDDINGS_VERSION = "2"
+
+
+def backbone_fingerprint(model: SERModel) -> str:
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def pads_alike_inference(model: SERModel) -> bool:
+    """Whether padded batches give the same embeddings as clips run alone.
+
+    Group-norm feature encoders (wav2vec2-base) normalize each channel over the whole input and are given no
+    attention mask, so zero padding changes every frame's features. Inference runs each clip unpadded; the
+    cache must too, or the head trains on features it never sees at inference.
+    """
+    return getattr(model.config.backbone_config, "feat_extract_norm", "layer") != "group"
+
+
+@torch.inference_mode()
+def extract_embeddings(
+    model: SERModel, dataset: datasets.Dataset, collate: Callable, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """Runs the frozen backbone once over the data; batches are formed by length to keep padding small, and
+    hold one clip each where padding would change the features."""
+    model.eval().to(device)
+    if not pads_alike_inference(model):
+        batch_size = 1
+    order = np.argsort(dataset["length"])
+    out = np.zeros((len(dataset), model.config.num_pooled_layers, model.config.hidden_size), np.float32)
+    for start in tqdm(range(0, len(order), batch_size), desc="Extracting embeddings", unit="batch"):
+        idx = order[start : start + batch_size]
+        batch = collate([dataset[int(i)] for i in idx])
+        out[idx] = model.embed(batch["input_values"].to(device), batch["attention_mask"].to(device)).float().cpu().numpy()
+    return out
+
+
+def cached_embeddings(
+    model: SERModel,
+    features: datasets.Dataset,
+    collate: Callable,
+    batch_size: int,
+    training_args: TrainingArguments,
+    cache_dir: Path,
+) -> tuple[datasets.Dataset, float]:
+    """The dataset with a `pooled_embeddings` column, computed once per backbone and data (cached on disk)."""
+    key = hashlib.sha1(
+        f"{EMBEDDINGS_VERSION}-{backbone_fingerprint(model)}-{features._fingerprint}-{model.config.pooling}".encode()
+    )
+    path = cache_dir / f"embeddings-{key.hexdigest()[:16]}.npy"
+    start = time.perf_counter()
+    with training_args.main_process_first(desc="embedding extraction"):
+        if path.exists():
+            embeddings = np.load(path)
+        else:
+            embeddings = extract_embeddings(model, features, collate, batch_size, training_args.device)
+            with atomic_path(path) as tmp:
+                np.save(tmp, embeddings)
+    elapsed = time.perf_counter() - start
+    column = datasets.Dataset.from_dict(
+        {"pooled_embeddings": embeddings},
+        features=datasets.Features({"pooled_embeddings": datasets.Array2D(embeddings.shape[1:], "float32")}),
+    )
+    table = datasets.concatenate_datasets([features.remove_columns("input_values"), column], axis=1)
+    return table.with_format("numpy", columns=["pooled_embeddings", "label"]), elapsed

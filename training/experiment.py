@@ -1,0 +1,344 @@
+"""One training run: data from every source, the splits, the model, and a `Trainer` per split."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from transformers import AutoConfig, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from modeling import SERConfig, SERFeatureExtractor, SERModel
+
+from .args import DataArguments, ModelArguments
+from .augment import AugmentationConfig, AugmentedDataset, Augmenter, EpochCallback
+from .auxiliary import FEATURE_SET, AuxiliaryTargetModel, egemaps_functionals, standardize, unwrap
+from .checkpoints import pick_resume_checkpoint, save_final_model
+from .data import cache_root, drop_duplicates
+from .embeddings import cached_embeddings
+from .files import write_json_atomic
+from .metrics import compute_metrics, full_report, plot_confusion_matrix
+from .sources import (
+    DataError,
+    apply_label_map,
+    label_names,
+    load_hub_records,
+    read_label_map,
+    read_manifest,
+    scan_emodb_folder,
+    scan_ravdess_folder,
+)
+from .splits import Split, actor_split, corpus_split, kfold_splits, random_split
+
+logger = logging.getLogger("train")
+
+HEAD_DEFAULTS = {"pooling": "mean", "head_dropout": 0.3, "freeze_feature_encoder": True, "freeze_backbone": False}
+
+
+def load_records(data_args: DataArguments) -> tuple[list[dict], list[str], dict]:
+    """Records from every source given, deduplicated and mapped to model labels; the label list; what was read."""
+    if not data_args.has_source():
+        raise DataError("no data: give --data_dir (RAVDESS), --emodb_dir, --manifest CSV and/or --dataset_name")
+    records, sources, class_names = [], [], None
+    if data_args.data_dir:
+        found, skipped = scan_ravdess_folder(data_args.data_dir)
+        records += found
+        sources.append({"corpus": "ravdess", "reader": "RAVDESS file names", "clips": len(found), "skipped_names": skipped})
+    if data_args.emodb_dir:
+        found, skipped = scan_emodb_folder(data_args.emodb_dir)
+        records += found
+        sources.append({"corpus": "emodb", "reader": "EmoDB file names", "clips": len(found), "skipped_names": skipped})
+    for csv_path in data_args.manifest or []:
+        found = read_manifest(csv_path)
+        records += found
+        sources.append({"corpus": found[0]["corpus"], "reader": "manifest CSV", "clips": len(found), "skipped_names": 0})
+    if data_args.dataset_name:
+        found, class_names = load_hub_records(
+            data_args.dataset_name,
+            data_args.dataset_config_name,
+            data_args.dataset_split,
+            data_args.audio_column_name,
+            data_args.label_column_name,
+            data_args.actor_column_name,
+            data_args.sex_column_name,
+        )
+        records += found
+        sources.append(
+            {"corpus": found[0]["corpus"], "reader": f"datasets: {data_args.dataset_name}", "clips": len(found), "skipped_names": 0}
+        )
+    corpora = [s["corpus"] for s in sources]
+    if len(set(corpora)) != len(corpora):
+        raise DataError(f"two sources have the same corpus name {corpora}: speakers of both would merge")
+    records, labels_dropped = apply_label_map(records, read_label_map(data_args.label_map))
+    if not records:
+        raise DataError("--label_map dropped every clip")
+    records, duplicates = drop_duplicates(records)
+    labels = label_names(records, class_names if len(sources) == 1 else None)
+    if len(labels) < 2:
+        raise DataError(f"the data has a single label {labels}: a classifier needs at least two")
+    logger.info("%d clips from %s; labels %s; %d byte-identical duplicates dropped", len(records), corpora, labels, duplicates)
+    info = {
+        "dataset": " + ".join(f"{s['corpus']} ({s['reader']})" for s in sources),
+        "sources": sources,
+        "corpora": corpora,
+        "hub_dataset": data_args.dataset_name if data_args.dataset_name and not Path(data_args.dataset_name).exists() else None,
+        "duplicates_dropped": duplicates,
+        "skipped_names": sum(s["skipped_names"] for s in sources),
+        "labels_dropped": labels_dropped,
+        "label_map": read_label_map(data_args.label_map) or None,
+    }
+    return records, labels, info
+
+
+def subsample(records: list[dict], max_clips: int | None, seed: int) -> list[dict]:
+    """A subset with the same number of clips from every speaker and label, so splits and metrics stay meaningful."""
+    if not max_clips or max_clips >= len(records):
+        return records
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple, list[int]] = {}
+    for i in rng.permutation(len(records)):
+        groups.setdefault((records[i]["speaker"], records[i]["label"]), []).append(int(i))
+    picked, depth = [], 0
+    while len(picked) < max_clips:
+        layer = [g[depth] for g in groups.values() if len(g) > depth]
+        if not layer:
+            break
+        picked += layer[: max_clips - len(picked)]
+        depth += 1
+    return [records[i] for i in sorted(picked)]
+
+
+def make_splits(dataset: datasets.Dataset, data_args: DataArguments, seed: int) -> list[Split]:
+    if data_args.split == "random":
+        if data_args.test_corpus:
+            raise DataError("--test_corpus is a split of its own: leave out --split random")
+        return [random_split(dataset["label"], data_args.val_fraction, data_args.test_fraction, seed)]
+    speakers, sexes, corpora = dataset["speaker"], dataset["sex"], dataset["corpus"]
+    if data_args.test_corpus:
+        if data_args.split != "actor":
+            raise DataError(f"--test_corpus is a split of its own: leave out --split {data_args.split}")
+        return [corpus_split(speakers, sexes, corpora, data_args.test_corpus, data_args.num_val_actors, seed)]
+    if data_args.split == "actor":
+        return [actor_split(speakers, sexes, corpora, data_args.num_val_actors, data_args.num_test_actors, seed)]
+    if data_args.split == "kfold":
+        return kfold_splits(speakers, sexes, corpora, data_args.folds, data_args.num_val_actors, seed)
+    raise DataError(f"--split must be 'actor', 'random' or 'kfold', got {data_args.split!r}")
+
+
+def _saved_ser_config(name_or_path: str) -> SERConfig | None:
+    path = Path(name_or_path)
+    if path.is_dir() and not (path / "config.json").is_file():
+        return None
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, SERConfig) else None
+
+
+def saved_feature_extractor(model_args: ModelArguments) -> SERFeatureExtractor | None:
+    """A saved SER model's own preprocessing, so that continuing from it trains on what it will see at inference."""
+    if model_args.backbone_config or _saved_ser_config(model_args.model_name_or_path) is None:
+        return None
+    return SERFeatureExtractor.from_pretrained(model_args.model_name_or_path)
+
+
+def build_model(model_args: ModelArguments, labels: list[str]) -> SERModel:
+    """A new model, or a saved one to continue from, with `labels` as its label set.
+
+    A saved model keeps its pooling, head and freezing settings unless a flag sets them; a different label set
+    re-initializes only the last layer of the head.
+    """
+    explicit = {k: getattr(model_args, k) for k in HEAD_DEFAULTS if getattr(model_args, k) is not None}
+    id2label = dict(enumerate(labels))
+    label2id = {label: i for i, label in id2label.items()}
+    if model_args.backbone_config:
+        head = {**HEAD_DEFAULTS, **explicit}
+        return SERModel(SERConfig(backbone_config=json.loads(model_args.backbone_config), id2label=id2label, label2id=label2id, **head))
+    saved = _saved_ser_config(model_args.model_name_or_path)
+    if saved is None:
+        return SERModel.from_backbone(model_args.model_name_or_path, id2label=id2label, label2id=label2id, **{**HEAD_DEFAULTS, **explicit})
+    if explicit:
+        logger.info("continuing from %s with changed settings %s", model_args.model_name_or_path, explicit)
+    saved_labels = [saved.id2label[i] for i in range(saved.num_labels)]
+    if saved_labels == labels:
+        return SERModel.from_pretrained(model_args.model_name_or_path, **explicit)
+    model = SERModel.from_pretrained(
+        model_args.model_name_or_path, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True, **explicit
+    )
+    # Same size but other labels (or order): the saved weights would answer for the wrong classes. Plain torch
+    # init: transformers' own initializers skip parameters that were loaded from a checkpoint.
+    with torch.no_grad():
+        torch.nn.init.normal_(model.head[-1].weight, mean=0.0, std=0.02)
+        torch.nn.init.zeros_(model.head[-1].bias)
+    logger.warning(
+        "new label set %s (the saved model has %s): the head's last layer is re-initialized, the rest is kept",
+        labels,
+        saved_labels,
+    )
+    return model
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Ends training at the first epoch end after `seconds` (counted from the start of this `train()` call)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.start = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.start > self.seconds:
+            logger.warning("--max_train_time_s %g reached after epoch %.0f: stopping", self.seconds, state.epoch)
+            control.should_training_stop = True
+
+
+class PadCollator:
+    """Pads cached, already-normalized waveforms (or stacks cached embeddings) into a batch."""
+
+    def __init__(self, feature_extractor: SERFeatureExtractor):
+        self.feature_extractor = feature_extractor
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        labels = torch.tensor([int(row["label"]) for row in rows], dtype=torch.long)
+        if "pooled_embeddings" in rows[0]:
+            embeddings = torch.tensor(np.stack([row["pooled_embeddings"] for row in rows]), dtype=torch.float32)
+            return {"pooled_embeddings": embeddings, "labels": labels}
+        batch = self.feature_extractor.collate([row["input_values"] for row in rows], return_tensors="pt")
+        out = {"input_values": batch["input_values"], "attention_mask": batch["attention_mask"], "labels": labels}
+        if "auxiliary_targets" in rows[0]:
+            out["auxiliary_targets"] = torch.tensor(np.stack([row["auxiliary_targets"] for row in rows]), dtype=torch.float32)
+        return out
+
+
+def evaluate_split(trainer: Trainer, dataset, labels: list[str]) -> dict:
+    prediction = trainer.predict(dataset)
+    y_pred = np.argmax(prediction.predictions, axis=-1)
+    return full_report(prediction.label_ids, y_pred, labels, corpora=list(dataset["corpus"]))
+
+
+def run_split(
+    split: Split,
+    features: datasets.Dataset,
+    records: list[dict],
+    labels: list[str],
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    feature_extractor: SERFeatureExtractor,
+    output_dir: Path,
+) -> dict:
+    set_seed(training_args.seed)
+    model = build_model(model_args, labels)
+    collate = PadCollator(feature_extractor)
+    embedding_time = 0.0
+    data = features
+    columns = ["input_values", "label"]
+    if model.config.freeze_backbone:
+        data, embedding_time = cached_embeddings(
+            model, features, collate, model_args.embedding_batch_size, training_args,
+            cache_root(data_args.preprocessing_cache_dir),
+        )  # fmt: skip
+        columns = ["pooled_embeddings", "label"]
+    trained_model = model
+    if model_args.auxiliary_egemaps_weight > 0:
+        by_sha1 = {r["sha1"]: i for i, r in enumerate(records)}
+        targets = egemaps_functionals(records, cache_root(data_args.preprocessing_cache_dir))
+        targets = targets[[by_sha1[s] for s in features["sha1"]]]
+        data = data.add_column("auxiliary_targets", list(standardize(targets, split.train)))
+        columns.append("auxiliary_targets")
+        trained_model = AuxiliaryTargetModel(model, targets.shape[1], model_args.auxiliary_egemaps_weight)
+    data = data.with_format("numpy", columns=columns + ["corpus"])
+    parts = {name: data.select(getattr(split, name)) for name in ("train", "validation", "test")}
+    train_data, callbacks = parts["train"], []
+    if model_args.augment:
+        train_data = AugmentedDataset(parts["train"], Augmenter(AugmentationConfig(), training_args.seed))
+        callbacks.append(EpochCallback(train_data))
+    if model_args.max_train_time_s:
+        callbacks.append(TimeBudgetCallback(model_args.max_train_time_s))
+    if model_args.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
+
+    # remove_unused_columns: the collator reads raw columns; push_to_hub: done once, with the card, at the end.
+    args = dataclasses.replace(training_args, output_dir=str(output_dir), remove_unused_columns=False, push_to_hub=False)
+    trainer = Trainer(
+        model=trained_model,
+        args=args,
+        train_dataset=train_data,
+        eval_dataset=parts["validation"],
+        data_collator=collate,
+        compute_metrics=compute_metrics,
+        processing_class=feature_extractor,
+        callbacks=callbacks,
+    )
+    resume = pick_resume_checkpoint(training_args.resume_from_checkpoint, output_dir, data_args.overwrite_output_dir)
+    if resume:
+        logger.info("resuming from %s", resume)
+    start = time.perf_counter()
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    train_time = time.perf_counter() - start
+
+    validation = evaluate_split(trainer, parts["validation"], labels)
+    test = evaluate_split(trainer, parts["test"], labels)
+    run = {
+        "split": split.describe(),
+        "validation": validation,
+        "test": test,
+        "train_loss": train_result.training_loss,
+        "train_time_s": train_time,
+        "embedding_time_s": embedding_time,
+        "epochs_run": float(trainer.state.epoch or 0),
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
+    }
+    if trainer.is_world_process_zero():
+        save_final_model(trainer, output_dir)  # weights, config, preprocessor config and modeling code
+        plot_confusion_matrix(test["confusion_matrix"]["matrix"], labels, output_dir / "confusion_matrix.png", split.summary())
+        write_json_atomic(output_dir / "confusion_matrix.json", test["confusion_matrix"])
+        if split.fold is not None:
+            write_json_atomic(output_dir / FOLD_RESULTS, run)  # written last: its presence means the fold is done
+    return {**run, "model": unwrap(trained_model)}
+
+
+FOLD_RESULTS = "fold_results.json"
+
+
+def finished_fold(split: Split, run_dir: Path) -> dict | None:
+    """The results of a fold trained earlier (a parallel `--fold K` run, or a k-fold run that was interrupted
+    after it), when they are for the same speakers; None when the fold still has to be trained."""
+    path = run_dir / FOLD_RESULTS
+    if split.fold is None or not path.is_file():
+        return None
+    run = json.loads(path.read_text())
+    if run["split"]["actors"] != split.describe()["actors"]:
+        logger.warning("%s is for other speakers than this split (another seed or data): training fold %s again", path, split.fold)
+        return None
+    logger.info("fold %s: reusing the finished run in %s", split.fold, run_dir)
+    return {**run, "model": SERModel.from_pretrained(run_dir)}
+
+
+def describe_mode(model: SERModel) -> str:
+    config = model.config
+    if config.freeze_backbone:
+        return "frozen backbone, head trained on cached pooled embeddings"
+    if config.freeze_feature_encoder:
+        return "fine-tuning (feature encoder frozen, transformer layers trained)"
+    return "full training (feature encoder included)"
+
+
+def describe_extras(model_args: ModelArguments) -> dict:
+    return {
+        "augmentation": AugmentationConfig().describe() if model_args.augment else None,
+        "auxiliary_target": (
+            f"{FEATURE_SET}, z-scored on the training speakers, weight {model_args.auxiliary_egemaps_weight:g}; "
+            "training only (not in the saved model)"
+        )
+        if model_args.auxiliary_egemaps_weight > 0
+        else None,
+    }
