@@ -4,7 +4,7 @@
     python train.py configs/tiny.yaml --output_dir runs/tiny                          # RAVDESS, actor-disjoint split
     python train.py configs/bundled.yaml --output_dir checkpoints/tiny-ravdess-emodb  # the bundled model
     python train.py configs/tiny.yaml --emodb_dir ../shared/data/emodb16k --label_map '{"boredom": null}'
-    python train.py configs/tiny.yaml --emodb_dir ../shared/data/emodb16k --test_corpus emodb   # leave one corpus out
+    python train.py configs/bundled.yaml --test_corpus emodb                          # leave one corpus out
     python train.py configs/tiny.yaml --split kfold --folds 5                         # leave-speakers-out CV
     python train.py --model_name_or_path facebook/wav2vec2-base --dataset_name path/to/audiofolder \\
         --label_column_name label --actor_column_name speaker --output_dir runs/mine
@@ -26,13 +26,14 @@ from transformers import set_seed
 from modeling import SERFeatureExtractor
 from training.args import ArgumentsError, check_train_args, parse_train_args
 from training.checkpoints import CheckpointError
-from training.data import DataError, preprocess
+from training.data import preprocess
 from training.experiment import finished_fold, load_records, make_splits, run_split, saved_feature_extractor, subsample
 from training.files import write_json_atomic, write_text_atomic
 from training.card import render_card
 from training.hub import push_to_hub
 from training.metrics import SUMMARY_METRICS
 from training.results import assemble_results
+from training.sources import DataError
 from training.splits import SplitError
 
 logger = logging.getLogger("train")

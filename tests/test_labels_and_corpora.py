@@ -16,7 +16,8 @@ from transformers import pipeline
 import train
 from modeling import SERConfig, SERFeatureExtractor, SERModel
 from training.args import EvaluationArguments, ModelArguments, parse_train_args
-from training.data import drop_duplicates, preprocess, scan_ravdess_folder
+from training.data import drop_duplicates, preprocess
+from training.sources import scan_ravdess_folder
 from training.evaluation import evaluate_model
 from training.embeddings import extract_embeddings
 from training.experiment import PadCollator, build_model

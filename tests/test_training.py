@@ -12,7 +12,7 @@ from conftest import REPO
 from PIL import Image
 
 import train
-from training.data import DataError, scan_ravdess_folder
+from training.sources import DataError, scan_ravdess_folder
 
 RAVDESS_LABELS = sorted(["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"])
 

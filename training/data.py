@@ -15,17 +15,6 @@ import numpy as np
 
 from modeling import AudioError, SERFeatureExtractor, load_audio
 
-from .sources import (  # noqa: F401  (DataError is part of this module's interface)
-    DataError,
-    apply_label_map,
-    label_names,
-    load_hub_records,
-    read_label_map,
-    read_manifest,
-    scan_emodb_folder,
-    scan_ravdess_folder,
-)
-
 logger = logging.getLogger(__name__)
 
 FEATURES_VERSION = "2"

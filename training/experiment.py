@@ -15,7 +15,7 @@ from transformers import AutoConfig, EarlyStoppingCallback, Trainer, TrainerCall
 
 from modeling import SERConfig, SERFeatureExtractor, SERModel
 
-from .args import DataArguments, ModelArguments
+from .args import ArgumentsError, DataArguments, ModelArguments
 from .augment import AugmentationConfig, AugmentedDataset, Augmenter, EpochCallback
 from .auxiliary import FEATURE_SET, AuxiliaryTargetModel, egemaps_functionals, standardize, unwrap
 from .checkpoints import pick_resume_checkpoint, save_final_model
@@ -237,6 +237,12 @@ def run_split(
 ) -> dict:
     set_seed(training_args.seed)
     model = build_model(model_args, labels)
+    if model.config.freeze_backbone and (model_args.augment or model_args.auxiliary_egemaps_weight > 0):
+        # The flags were checked up front; a saved model can bring a frozen backbone with it.
+        raise ArgumentsError(
+            f"{model_args.model_name_or_path} has a frozen backbone (its config): --augment and "
+            "--auxiliary_egemaps_weight need a live one; add --freeze_backbone false"
+        )
     collate = PadCollator(feature_extractor)
     embedding_time = 0.0
     data = features

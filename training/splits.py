@@ -109,9 +109,13 @@ class _Speakers:
         return np.flatnonzero(np.isin(self.rows, list(speakers))).tolist()
 
 
-def _check_train(speakers: _Speakers, train: list[str]) -> None:
+def _split(kind: str, data: _Speakers, validation: list[str], test: list[str], seed: int, **extra) -> Split:
+    """The split whose held-out parts are `validation` and `test`; every other speaker trains."""
+    train = sorted(set(data.sex) - set(test) - set(validation))
     if not train:
         raise SplitError("no speakers left to train on: hold out fewer (--num_val_actors, --num_test_actors)")
+    actors = {"train": train, "validation": sorted(validation), "test": sorted(test)}
+    return Split(kind, data.indices(train), data.indices(validation), data.indices(test), seed, actors, **extra)
 
 
 def actor_split(
@@ -132,16 +136,7 @@ def actor_split(
         held = data.take(pool, n_test, rng, f"test ({corpus})")
         test += held
         validation += data.take([s for s in pool if s not in held], n_val, rng, f"validation ({corpus})")
-    train = sorted(set(data.sex) - set(test) - set(validation))
-    _check_train(data, train)
-    return Split(
-        "actor",
-        data.indices(train),
-        data.indices(validation),
-        data.indices(test),
-        seed,
-        {"train": train, "validation": sorted(validation), "test": sorted(test)},
-    )
+    return _split("actor", data, validation, test, seed)
 
 
 def kfold_splits(
@@ -169,19 +164,7 @@ def kfold_splits(
             rest = data.of(corpus, exclude=set(test))
             n_val = min(data.scaled(num_val, corpus), max(len(rest) - 1, 0))
             validation += data.take(rest, n_val, rng, f"validation ({corpus}, fold {k})")
-        train = sorted(set(data.sex) - set(test) - set(validation))
-        _check_train(data, train)
-        splits.append(
-            Split(
-                "kfold",
-                data.indices(train),
-                data.indices(validation),
-                data.indices(test),
-                seed,
-                {"train": train, "validation": sorted(validation), "test": sorted(test)},
-                fold=k,
-            )
-        )
+        splits.append(_split("kfold", data, validation, test, seed, fold=k))
     return splits
 
 
@@ -201,17 +184,7 @@ def corpus_split(
     for corpus in others:
         pool = data.of(corpus)
         validation += data.take(pool, min(data.scaled(num_val, corpus), len(pool) - 1), rng, f"validation ({corpus})")
-    train = sorted(set(data.sex) - set(test) - set(validation))
-    _check_train(data, train)
-    return Split(
-        "corpus",
-        data.indices(train),
-        data.indices(validation),
-        data.indices(test),
-        seed,
-        {"train": train, "validation": sorted(validation), "test": test},
-        test_corpus=test_corpus,
-    )
+    return _split("corpus", data, validation, test, seed, test_corpus=test_corpus)
 
 
 def random_split(labels: list[int], val_fraction: float, test_fraction: float, seed: int) -> Split:
