@@ -1,7 +1,11 @@
 #!/usr/bin/env python
 """Gradio demo: record or upload speech, get the probability of each emotion (and a timeline for long audio).
 
-    python app.py [--model FOLDER_OR_HUB_ID] [--host 127.0.0.1] [--port 7860] [--share]
+    python app.py [--model FOLDER_OR_HUB_ID] [--host 0.0.0.0] [--port 7860] [--share]
+
+Run or imported (a Space), the module builds `demo` once, with every limit applied: the audio duration and
+concurrency inside it, the upload size as the default of `demo.launch()`. The host comes from --host, else from
+GRADIO_SERVER_NAME (which Spaces set), else Gradio's default (127.0.0.1).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +66,17 @@ def model_note(model_id: str, num_labels: int) -> str:
     )
 
 
-def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> gr.Blocks:
+class LimitedBlocks(gr.Blocks):
+    """Blocks whose `launch()` applies the upload limit unless the caller gives another: Gradio 6 takes the limit
+    only as a `launch()` argument, and a host that imports `demo` calls `launch()` itself."""
+
+    max_upload_size: str | None = None
+
+    def launch(self, *args, max_file_size=None, **kwargs):
+        return super().launch(*args, max_file_size=max_file_size or self.max_upload_size, **kwargs)
+
+
+def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> LimitedBlocks:
     model = AutoModelForAudioClassification.from_pretrained(model_id).eval()
     feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -95,7 +110,7 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> gr.B
         return result.scores, gr.LinePlot(value=timeline, visible=timeline is not None)
 
     # Uploads and recordings are deleted from the server's cache two hours after upload (checked hourly).
-    with gr.Blocks(title="Speech emotion recognition", delete_cache=(3600, 7200)) as demo:
+    with LimitedBlocks(title="Speech emotion recognition", delete_cache=(3600, 7200)) as demo:
         gr.Markdown(
             "# Speech emotion recognition\n"
             f"Record or upload speech; the model returns the probability of each of its {len(labels)} labels "
@@ -117,31 +132,33 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> gr.B
             gr.Examples(examples=EXAMPLES, inputs=audio, label="Examples (RAVDESS actors 14 and 15, not in the bundled model's training data)")
         submit.click(predict, inputs=audio, outputs=[label, timeline], api_name="predict")
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
+    demo.max_upload_size = limits.max_file_size
     return demo
 
 
-# A Space imports or runs this file: `demo` is the app with the default (bundled) model.
-demo = build_demo(os.environ.get("SER_MODEL", DEFAULT_MODEL)) if __name__ != "__main__" else None
-
-
-def main() -> None:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=os.environ.get("SER_MODEL", DEFAULT_MODEL), help="folder or Hub id")
-    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve on every interface")
-    parser.add_argument("--port", type=int, default=None, help="default: 7860 or the next free port")
+    parser.add_argument(
+        "--host", default=None, help="default: GRADIO_SERVER_NAME, else 127.0.0.1; 0.0.0.0 serves on every interface"
+    )
+    parser.add_argument("--port", type=int, default=None, help="default: GRADIO_SERVER_PORT, else 7860 or the next free port")
     parser.add_argument("--share", action="store_true", help="open a public gradio.live link (off by default)")
     parser.add_argument("--max-duration", type=float, default=Limits.max_duration_s, help="seconds of audio")
     parser.add_argument("--max-file-size", default=Limits.max_file_size, help="upload limit, e.g. 25mb")
     parser.add_argument("--concurrency", type=int, default=Limits.concurrency, help="predictions run at once")
-    args = parser.parse_args()
-    limits = Limits(args.max_duration, args.max_file_size, args.concurrency)
-    build_demo(args.model, limits).launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=args.share,
-        max_file_size=limits.max_file_size,  # a launch() setting in Gradio 6
-        footer_links=["api"],
-    )
+    return parser.parse_args(argv)
+
+
+# Run as a script, the flags set the limits; imported (as a Space or another host does), the defaults and
+# SER_MODEL do. Either way this is the one demo, built once.
+ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
+demo = build_demo(ARGS.model, Limits(ARGS.max_duration, ARGS.max_file_size, ARGS.concurrency))
+
+
+def main() -> None:
+    # server_name=None lets Gradio read GRADIO_SERVER_NAME (a Space sets 0.0.0.0), else it binds 127.0.0.1.
+    demo.launch(server_name=ARGS.host, server_port=ARGS.port, share=ARGS.share, footer_links=["api"])
 
 
 if __name__ == "__main__":

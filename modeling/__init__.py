@@ -24,14 +24,16 @@ SERConfig.register_for_auto_class()
 SERModel.register_for_auto_class("AutoModelForAudioClassification")
 SERFeatureExtractor.register_for_auto_class()
 
-# The replacement is a strict superset of the stock pipeline (same outputs; resampling without torchaudio),
-# so the "already registered" warning is silenced.
+# The replacement falls back to the stock pipeline for every model that is not an SER model (same outputs), so
+# the "already registered" warning is silenced; the caller's verbosity comes back even if registering fails.
 _verbosity = hf_logging.get_verbosity()
 hf_logging.set_verbosity_error()
-PIPELINE_REGISTRY.register_pipeline(
-    "audio-classification", pipeline_class=SERAudioClassificationPipeline, pt_model=AutoModelForAudioClassification
-)
-hf_logging.set_verbosity(_verbosity)
+try:
+    PIPELINE_REGISTRY.register_pipeline(
+        "audio-classification", pipeline_class=SERAudioClassificationPipeline, pt_model=AutoModelForAudioClassification
+    )
+finally:
+    hf_logging.set_verbosity(_verbosity)
 
 __all__ = [
     "SAMPLING_RATE",

@@ -24,6 +24,14 @@ SAMPLING_RATE = 16_000
 AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 
 MIN_DURATION_S = 0.1
+# What a header of sound audio can declare. Outside these the file is damaged or crafted, and honouring it could
+# take gigabytes: a few hundred kilobytes that claim a 1 Hz rate resample into billions of samples.
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 768_000
+MAX_CHANNELS = 64
+# Longest audio decoded when the caller sets no limit: generous for `predict_long` on hours of speech, and a
+# bound on memory (4 h at 16 kHz is 0.9 GB of float32) whatever a header claims.
+DEFAULT_MAX_DURATION_S = 4 * 3600.0
 # -80 dBFS: below this peak there is nothing a microphone picked up beyond dither.
 SILENCE_PEAK = 1e-4
 
@@ -60,11 +68,28 @@ def _too_long(name: str, duration: float, max_duration_s: float) -> AudioError:
     return AudioError(f"{name}: is too long ({duration:.1f} s); the limit is {max_duration_s:g} s")
 
 
+def check_rate(name: str, sample_rate: float) -> None:
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"{name}: declares a sampling rate of {sample_rate:g} Hz, outside what sound audio uses "
+            f"({MIN_SAMPLE_RATE:,} to {MAX_SAMPLE_RATE:,} Hz); the file is damaged or not audio"
+        )
+
+
+def check_header(name: str, sample_rate: float, channels: int, duration: float | None, max_duration_s: float | None) -> None:
+    """Refuses, from what a header declares and before any sample is decoded, what cannot be sound audio or would
+    exceed the duration limit (whatever the rate, the decoded and resampled sizes follow from the duration)."""
+    check_rate(name, sample_rate)
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{name}: declares {channels} channels; sound audio has 1 to {MAX_CHANNELS}")
+    if max_duration_s is not None and duration is not None and duration > max_duration_s:
+        raise _too_long(name, duration, max_duration_s)
+
+
 def _decode_soundfile(file, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
     with sf.SoundFile(file) as f:
-        # Refuse over-long input from the header, before spending memory on decoding it.
-        if max_duration_s is not None and f.frames / f.samplerate > max_duration_s:
-            raise _too_long(name, f.frames / f.samplerate, max_duration_s)
+        # Refuse impossible or over-long input from the header, before spending memory on decoding it.
+        check_header(name, f.samplerate, f.channels, f.frames / f.samplerate if f.samplerate > 0 else None, max_duration_s)
         # Into one buffer of the announced size (no second copy for hour-long files), block by block, so that a
         # file cut short (an interrupted upload or copy) yields the audio it holds.
         out = np.empty((max(f.frames, 0), f.channels), np.float32)
@@ -88,14 +113,13 @@ def _decode_ffmpeg(file, name: str, max_duration_s: float | None) -> tuple[np.nd
     if isinstance(file, io.BytesIO):
         file = file.getvalue()
     decoder = AudioDecoder(file)
-    duration = decoder.metadata.duration_seconds
-    if max_duration_s is not None and duration is not None and duration > max_duration_s:
-        raise _too_long(name, duration, max_duration_s)
+    meta = decoder.metadata
+    check_header(name, meta.sample_rate or 0, meta.num_channels or 0, meta.duration_seconds, max_duration_s)
     samples = decoder.get_all_samples()
     return samples.data.numpy().astype(np.float32, copy=False), int(samples.sample_rate)
 
 
-def decode_audio(source: AudioSource, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
+def decode_audio(source: AudioSource, max_duration_s: float | None = DEFAULT_MAX_DURATION_S) -> tuple[np.ndarray, int]:
     """Decodes a file, its bytes or a binary stream to `(channels, samples)` float32 and its sampling rate."""
     file, name = _open(source)
     errors = []
@@ -129,8 +153,7 @@ def to_mono(wave: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLING_RATE) -> np.ndarray:
-    if orig_sr <= 0:
-        raise AudioError(f"invalid sampling rate {orig_sr}")
+    check_rate("audio", orig_sr)
     if orig_sr == target_sr:
         return wave
     return soxr.resample(wave, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
@@ -159,19 +182,21 @@ def prepare_waveform(
     wave: np.ndarray,
     sampling_rate: int,
     target_sr: int = SAMPLING_RATE,
-    max_duration_s: float | None = None,
+    max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
     name: str = "audio",
     channel_axis: int | None = None,
 ) -> np.ndarray:
-    """Mixes to mono, resamples to `target_sr` and checks an in-memory waveform."""
+    """Mixes to mono, resamples to `target_sr` and checks an in-memory waveform (at most `max_duration_s`)."""
     wave = np.asarray(wave)
     if not np.issubdtype(wave.dtype, np.floating):
         if np.issubdtype(wave.dtype, np.integer):
             wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max)
         else:
             raise AudioError(f"{name}: expected numeric samples, got dtype {wave.dtype}")
+    check_rate(name, sampling_rate)
     mono = to_mono(wave, channel_axis).astype(np.float32, copy=False)
-    # Checked before resampling so that NaN or empty input is named as such, not as a resampler failure.
+    # Checked before resampling so that NaN or empty input is named as such, not as a resampler failure, and so
+    # that the resampled size (which follows from the duration) is bounded before it is allocated.
     check_waveform(mono, sampling_rate, max_duration_s, name)
     mono = resample(mono, sampling_rate, target_sr)
     check_waveform(mono, target_sr, max_duration_s, name)
@@ -179,12 +204,16 @@ def prepare_waveform(
 
 
 def load_audio(
-    source: AudioSource, sampling_rate: int = SAMPLING_RATE, max_duration_s: float | None = None
+    source: AudioSource, sampling_rate: int = SAMPLING_RATE, max_duration_s: float | None = DEFAULT_MAX_DURATION_S
 ) -> np.ndarray:
     """Decodes any supported audio to a checked float32 mono waveform at `sampling_rate`.
 
+    The header is checked before decoding: a sampling rate outside 1-768 kHz, more than 64 channels, or a
+    duration over `max_duration_s` (default 4 hours; `None` for no limit) is refused without allocating.
+
     Raises:
-        AudioError: the input is missing, empty, undecodable, silent, too short, too long or not finite.
+        AudioError: the input is missing, empty, undecodable, silent, too short, too long, not finite, or its
+            header declares what sound audio cannot be.
     """
     channels, source_sr = decode_audio(source, max_duration_s)
     return prepare_waveform(channels, source_sr, sampling_rate, max_duration_s, _describe(source), channel_axis=0)

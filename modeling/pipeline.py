@@ -14,10 +14,16 @@ import torch
 from transformers.pipelines.audio_classification import AudioClassificationPipeline
 
 from .audio import load_audio, prepare_waveform
+from .configuration_ser import SERConfig
 
 
 class SERAudioClassificationPipeline(AudioClassificationPipeline):
+    """The "audio-classification" pipeline for every model once `modeling` is imported: SER models get this
+    project's decoding and checks; any other model gets transformers' own preprocessing, unchanged."""
+
     def preprocess(self, inputs: Any):
+        if not isinstance(self.model.config, SERConfig):
+            return super().preprocess(inputs)
         sampling_rate = self.feature_extractor.sampling_rate
         if isinstance(inputs, (str, os.PathLike)) and not str(inputs).startswith(("http://", "https://")):
             wave = load_audio(inputs, sampling_rate)

@@ -1,6 +1,7 @@
 """The demo as users meet it: a real server on localhost, called through gradio_client and a real browser."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -174,6 +175,78 @@ def test_queue_keeps_a_short_record_of_events(operator_value, kept):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout.split()[-1]) == kept
+
+
+def listening(pid: int) -> set[str]:
+    import psutil
+
+    return {c.laddr.ip for c in psutil.Process(pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+
+
+def test_default_host_is_local_only(server):
+    assert listening(server["proc"].pid) == {"127.0.0.1"}
+
+
+def start_app(args: list[str], env: dict, log_path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    log = open(log_path, "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"app.py exited early:\n{log.read()[-3000:]}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=2)
+            return proc, port
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail("app.py did not start within 120 s")
+
+
+@pytest.mark.parametrize("flags, expected", [([], "0.0.0.0"), (["--host", "127.0.0.1"], "127.0.0.1")])
+def test_host_comes_from_the_flag_or_gradio_server_name(flags, expected, tmp_path):
+    """A Space sets GRADIO_SERVER_NAME=0.0.0.0 and runs `python app.py`: the app must listen there, unless a
+    --host flag says otherwise."""
+    env = {**os.environ, "GRADIO_SERVER_NAME": "0.0.0.0"}
+    proc, _ = start_app(flags, env, tmp_path / "server.log")
+    try:
+        assert listening(proc.pid) == {expected}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+IMPORTED_LAUNCH = """
+import sys
+import numpy as np, soundfile as sf
+from gradio_client import Client, handle_file
+import app
+port, big = int(sys.argv[1]), sys.argv[2]
+sf.write(big, np.random.default_rng(0).standard_normal(7_000_000).astype(np.float32) * 0.1, 16000, subtype="FLOAT")
+app.demo.launch(server_port=port, prevent_thread_lock=True)  # as a host that imports `demo` launches it
+try:
+    Client(f"http://127.0.0.1:{port}", verbose=False).predict(handle_file(big), api_name="/predict")
+    print("ACCEPTED")
+except Exception as err:
+    print("REFUSED", str(err)[:300].replace(chr(10), " "))
+app.demo.close()
+"""
+
+
+def test_imported_demo_applies_the_upload_limit(tmp_path):
+    """The upload limit (25 MB by default) holds when a host imports `demo` and calls `launch()` itself."""
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTED_LAUNCH, str(free_port()), str(tmp_path / "big.wav")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "big.wav").stat().st_size > 25 * 1024 * 1024
+    (verdict,) = [line for line in done.stdout.splitlines() if line.startswith(("REFUSED", "ACCEPTED"))]
+    assert verdict.startswith("REFUSED") and re.search("(?i)file.*(size|large|exceed)", verdict), verdict
 
 
 playwright = pytest.importorskip("playwright.sync_api")

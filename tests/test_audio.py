@@ -148,3 +148,60 @@ def test_feature_extractor_normalizes_and_denoises(reference):
         return np.percentile(energy, 10) / energy.mean()
 
     assert floor_ratio(values[0]) < 0.5 * floor_ratio(plain)
+
+
+def crafted_wav(path, rate: int, channels: int, data_bytes: int = 32_000):
+    """A WAV whose header declares `rate` and `channels` over `data_bytes` of real 16-bit samples."""
+    import struct
+
+    block = channels * 2
+    data = (np.random.default_rng(0).standard_normal(data_bytes // 2) * 3000).astype("<i2").tobytes()
+    fmt = struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, 16)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", len(data)) + data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "rate, channels, message",
+    [
+        (1, 1, "declares a sampling rate of 1 Hz, outside what sound audio uses"),
+        (200, 1, "declares a sampling rate of 200 Hz"),
+        (4_000_000, 1, "declares a sampling rate of 4e\\+06 Hz"),
+        (16_000, 200, "declares 200 channels; sound audio has 1 to 64"),
+    ],
+)
+def test_impossible_headers_are_refused_before_decoding(rate, channels, message, tmp_path):
+    """A few hundred kilobytes whose header claims a 1 Hz rate used to be resampled into billions of samples."""
+    import tracemalloc
+
+    path = crafted_wav(tmp_path / "crafted.wav", rate, channels, data_bytes=400_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioError, match=message):
+            load_audio(path)
+        with pytest.raises(AudioError, match=message):
+            load_audio(path.read_bytes())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000  # the refusal comes from the header: nothing the size of the audio was allocated
+
+
+def test_duration_limit_from_the_header_by_default(tmp_path):
+    """Over the default limit (4 hours), even a small file is refused from its header: 2 MB at 1 kHz, 8-bit, would
+    be 33 minutes; at a lower limit it is refused the same way."""
+    import modeling.audio as audio
+
+    path = crafted_wav(tmp_path / "long.wav", 1_000, 1, data_bytes=4_000_000)  # 2,000,000 frames: 33 min
+    with pytest.raises(AudioError, match=r"is too long \(2000.0 s\); the limit is 600 s"):
+        load_audio(path, max_duration_s=600)
+    assert audio.DEFAULT_MAX_DURATION_S >= 3600  # generous enough for predict_long on long recordings
+    assert len(load_audio(path)) == 2_000_000 * 16  # within the default limit: decoded and resampled
+
+
+def test_arrays_with_impossible_rates_are_refused():
+    wave = np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1
+    with pytest.raises(AudioError, match="declares a sampling rate of 1 Hz"):
+        prepare_waveform(wave, 1)
+    with pytest.raises(AudioError, match=r"is too long \(8.0 s\); the limit is 5 s"):
+        prepare_waveform(wave, 1_000, max_duration_s=5)  # refused before resampling to 16 kHz

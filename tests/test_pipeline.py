@@ -102,3 +102,66 @@ def test_predict_long_short_clip_is_one_window(model_and_fe, classifier, clip_pa
         predict_long(model, fe, clip_path, window_s=2.0, hop_s=3.0)
     with pytest.raises(AudioError, match="silent"):
         predict_long(model, fe, np.zeros(16000 * 30, np.float32))
+
+
+STOCK_MODEL_SCRIPT = """
+import json, sys
+import numpy as np, torch
+from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification, pipeline
+from transformers import logging as hf_logging
+
+folder, backbone = sys.argv[1], json.loads(sys.argv[2])
+torch.manual_seed(0)
+Wav2Vec2ForSequenceClassification(Wav2Vec2Config(**backbone, num_labels=3)).save_pretrained(folder)
+Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(folder)
+clip = {"raw": np.random.default_rng(0).standard_normal(800).astype(np.float32) * 0.1, "sampling_rate": 16000}
+before = pipeline("audio-classification", model=folder, top_k=None)(dict(clip))
+hf_logging.set_verbosity_info()
+import modeling
+verbosity = hf_logging.get_verbosity()
+classifier = pipeline("audio-classification", model=folder, top_k=None)
+after = classifier(dict(clip))
+print(json.dumps({"before": before, "after": after, "class": type(classifier).__name__, "verbosity": verbosity}))
+"""
+
+
+def test_import_modeling_leaves_other_models_as_they_were(tmp_path):
+    """A stock wav2vec2 classifier gives the same answer on a 50 ms clip before and after `import modeling`,
+    which used to reject that clip with this project's checks."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO, tiny_backbone
+
+    backbone = {k: v for k, v in tiny_backbone().items() if k != "model_type"}
+    done = subprocess.run(
+        [sys.executable, "-c", STOCK_MODEL_SCRIPT, str(tmp_path / "stock"), json.dumps(backbone)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["class"] == "SERAudioClassificationPipeline"  # the registered class, on its stock path
+    assert [r["label"] for r in out["after"]] == [r["label"] for r in out["before"]]
+    assert [r["score"] for r in out["after"]] == pytest.approx([r["score"] for r in out["before"]], abs=1e-6)
+    assert out["verbosity"] == 20  # INFO: the caller's logging verbosity is left as it was
+
+
+def test_logging_verbosity_is_restored_when_registration_fails():
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = (
+        "from transformers import logging as hf_logging\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "def broken(*a, **k):\n    raise RuntimeError('registry unavailable')\n"
+        "PIPELINE_REGISTRY.register_pipeline = broken\n"
+        "hf_logging.set_verbosity_info()\n"
+        "try:\n    import modeling\nexcept RuntimeError:\n    pass\n"
+        "print(hf_logging.get_verbosity())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "20"
