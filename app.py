@@ -34,8 +34,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = str(HERE / "checkpoints" / "tiny-ravdess-emodb")
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.flac"))
-WINDOW_S = 5.0  # RAVDESS clips (3-5 s) fit one window; longer audio gets a timeline
-HOP_S = 2.5
 
 
 @dataclass
@@ -94,7 +92,7 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
             raise gr.Error("No audio received: record something or upload a file first.")
         try:
             wave = load_audio(audio_path, feature_extractor.sampling_rate, max_duration_s=limits.max_duration_s)
-            result = predict_long(model, feature_extractor, wave, window_s=WINDOW_S, hop_s=HOP_S)
+            result = predict_long(model, feature_extractor, wave)  # the model's one policy: one pass or windows
         except AudioError as err:
             raise gr.Error(str(err)) from None
         timeline = None
@@ -114,7 +112,7 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
         gr.Markdown(
             "# Speech emotion recognition\n"
             f"Record or upload speech; the model returns the probability of each of its {len(labels)} labels "
-            f"({', '.join(labels)}). Audio longer than {WINDOW_S:g} s is also shown as a timeline.\n\n"
+            f"({', '.join(labels)}). Audio longer than {feature_extractor.window_s:g} s is also shown as a timeline.\n\n"
             f"{model_note(model_id, len(labels))}\n\n"
             "Trained on acted speech (the model card names the corpora and their licences): expect errors on "
             "everyday speech. Not for decisions about people."

@@ -5,7 +5,8 @@
         --label_map '{"boredom": null}' --output_dir runs/eval-emodb
     python evaluate.py --model_name_or_path runs/tiny --data_dir ../shared/data/ravdess16k --part test --seed 42
 
-Data flags are train.py's (--data_dir, --emodb_dir, --manifest, --dataset_name, --label_map, split flags).
+Data flags are train.py's, given as flags (--data_dir, --emodb_dir, --manifest, --dataset_name, --label_map,
+split flags and --seed; a training YAML config is not read here).
 --part test evaluates the test part of the split those flags and --seed draw (the run's own test speakers);
 the default evaluates every clip. Clips whose labels the model does not have are counted and left out.
 Writes OUTPUT_DIR/eval_results.json (accuracy, f1_macro, ..., per_corpus), the confusion matrix and

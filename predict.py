@@ -22,7 +22,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from modeling import AudioError, load_audio, predict_long
+from modeling import AudioError, SERConfig, load_audio, predict_long
 from modeling.inference import probabilities
 from modeling.fast import quantize_int8
 from training.sources import AUDIO_EXTENSIONS
@@ -97,16 +97,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results.csv", help="CSV to write (and to resume from)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--dtype", choices=["fp32", "int8"], default="fp32", help="int8: quantized Linear layers")
-    parser.add_argument("--max_window_s", type=float, default=30.0, help="longer files are classified in windows")
     parser.add_argument("--workers", type=int, default=2, help="threads decoding and denoising ahead")
     args = parser.parse_args(argv)
 
     model = AutoModelForAudioClassification.from_pretrained(args.model).eval()
+    if not isinstance(model.config, SERConfig):
+        # Its feature extractor has no denoising, window policy or checks of this project: every file would fail.
+        raise SystemExit(
+            f"{args.model} is a {model.config.model_type} classifier, not a speech emotion model of this project: "
+            "predict.py needs this project's feature extractor; for other audio classifiers use "
+            "transformers.pipeline('audio-classification', model=...)"
+        )
     if args.dtype == "int8":
         model = quantize_int8(model)
     fe = AutoFeatureExtractor.from_pretrained(args.model)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     header = columns(labels)
+    if len(set(header)) != len(header):
+        raise SystemExit(f"{args.model}: a label is named like a CSV column ({labels}); rename it in the model's config")
     out = Path(args.out)
     rows = read_done(out, header)
     done = {r["path"] for r in rows}
@@ -118,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     def prepare(path: str):
         try:
             wave = load_audio(path, fe.sampling_rate)
-            if len(wave) > args.max_window_s * fe.sampling_rate:
-                return path, wave, None  # windowed below
+            if len(wave) > fe.window_s * fe.sampling_rate:
+                return path, wave, None  # longer than one window: predict_long's windows, below
             return path, wave, fe.process_waveform(wave)
         except AudioError as err:
             return path, err, None
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     progress.close()
     errors = sum(1 for r in rows if r["error"])
     print(f"{len(rows)} files in {out} ({errors} with errors)", file=sys.stderr)
-    return 0
+    return 1 if rows and errors == len(rows) else 0  # nothing classified: a failed run for scripts
 
 
 if __name__ == "__main__":

@@ -27,7 +27,15 @@ from modeling import SERFeatureExtractor
 from training.args import ArgumentsError, check_train_args, parse_train_args
 from training.checkpoints import CheckpointError
 from training.data import preprocess
-from training.experiment import finished_fold, load_records, make_splits, run_split, saved_feature_extractor, subsample
+from training.experiment import (
+    finished_fold,
+    load_records,
+    make_splits,
+    recipe_fingerprint,
+    run_split,
+    saved_feature_extractor,
+    subsample,
+)
 from training.files import write_json_atomic, write_text_atomic
 from training.card import render_card
 from training.hub import push_to_hub
@@ -64,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     splits = make_splits(features, data_args, training_args.seed)
 
+    recipe = recipe_fingerprint(labels, model_args, data_args, training_args)
     runs = []
     for split in splits:
         if data_args.fold is not None and split.fold != data_args.fold:
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         logger.info("split: %s", split.summary())
         runs.append(
-            finished_fold(split, run_dir)
+            finished_fold(split, run_dir, recipe, data_args.overwrite_output_dir)
             or run_split(split, features, records, labels, model_args, data_args, training_args, feature_extractor, run_dir)
         )
     if data_args.fold is not None:

@@ -12,8 +12,6 @@ from .audio import AudioError, AudioSource, check_waveform, load_audio
 from .feature_extraction_ser import SERFeatureExtractor
 from .modeling_ser import SERModel
 
-DEFAULT_WINDOW_S = 4.0
-DEFAULT_HOP_S = 2.0
 
 
 @torch.inference_mode()
@@ -59,17 +57,21 @@ def predict_long(
     model: SERModel,
     feature_extractor: SERFeatureExtractor,
     audio: np.ndarray | AudioSource,
-    window_s: float = DEFAULT_WINDOW_S,
-    hop_s: float = DEFAULT_HOP_S,
+    window_s: float | None = None,
+    hop_s: float | None = None,
     batch_size: int = 8,
 ) -> LongPrediction:
-    """Classifies audio of any length in overlapping windows.
+    """Classifies audio of any length: the one inference policy of the pipeline, `predict.py` and the demo.
 
-    Self-attention cost grows with the square of the input length, so long audio is cut into `window_s` windows
-    every `hop_s` seconds and run `batch_size` windows at a time: memory stays flat whatever the length. Each
-    window goes through the same preprocessing as a single clip. The aggregate is the mean of the window
-    probabilities, silent windows excluded.
+    Audio up to `window_s` (default: the feature extractor's `window_s`, saved with the model) is one pass over
+    the whole clip. Longer audio is cut into `window_s` windows every `hop_s` seconds (default: the feature
+    extractor's `hop_s`), run `batch_size` windows at a time: memory stays flat whatever the length, since
+    self-attention cost grows with the square of the input length. Each window goes through the same
+    preprocessing as a single clip. The aggregate is the mean of the window probabilities, silent windows
+    excluded.
     """
+    window_s = feature_extractor.window_s if window_s is None else window_s
+    hop_s = feature_extractor.hop_s if hop_s is None else hop_s
     if hop_s <= 0 or window_s <= 0 or hop_s > window_s:
         raise ValueError(f"need 0 < hop_s <= window_s, got window_s={window_s}, hop_s={hop_s}")
     sr = feature_extractor.sampling_rate

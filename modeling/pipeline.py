@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.pipelines.audio_classification import AudioClassificationPipeline
 
-from .audio import load_audio, prepare_waveform
+from .audio import AudioError, load_audio, prepare_waveform
+from .inference import predict_long
 from .configuration_ser import SERConfig
 
 
@@ -26,9 +28,9 @@ class SERAudioClassificationPipeline(AudioClassificationPipeline):
             return super().preprocess(inputs)
         sampling_rate = self.feature_extractor.sampling_rate
         if isinstance(inputs, (str, os.PathLike)) and not str(inputs).startswith(("http://", "https://")):
-            wave = load_audio(inputs, sampling_rate)
+            wave = load_audio(inputs, sampling_rate, max_duration_s=self.feature_extractor.max_duration_s)
         elif isinstance(inputs, (bytes, bytearray)):
-            wave = load_audio(inputs, sampling_rate)
+            wave = load_audio(inputs, sampling_rate, max_duration_s=self.feature_extractor.max_duration_s)
         elif isinstance(inputs, dict) and "sampling_rate" in inputs and ("raw" in inputs or "array" in inputs):
             array = inputs["raw"] if "raw" in inputs else inputs["array"]
             wave = prepare_waveform(_to_numpy(array), int(inputs["sampling_rate"]), sampling_rate)
@@ -36,10 +38,23 @@ class SERAudioClassificationPipeline(AudioClassificationPipeline):
             wave = prepare_waveform(_to_numpy(inputs), sampling_rate, sampling_rate)
         else:
             return super().preprocess(inputs)
-        processed = self.feature_extractor(wave, sampling_rate=sampling_rate, return_tensors="pt")
-        if self.dtype is not None:
-            processed = processed.to(dtype=self.dtype)
-        return processed
+        limit = self.feature_extractor.max_duration_s
+        if len(wave) > limit * sampling_rate:
+            raise AudioError(
+                f"audio is {len(wave) / sampling_rate:.1f} s long; the pipeline classifies at most {limit:g} s: use "
+                "modeling.predict_long or predict.py for long recordings"
+            )
+        return {"ser_waveform": wave}
+
+    def _forward(self, model_inputs):
+        if "ser_waveform" not in model_inputs:
+            return super()._forward(model_inputs)
+        # One pass or windows, exactly as predict.py and the demo decide (modeling.predict_long).
+        result = predict_long(self.model, self.feature_extractor, model_inputs["ser_waveform"])
+        labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        probs = torch.tensor([[result.scores[label] for label in labels]], dtype=torch.float64)
+        # postprocess applies a softmax: the log of probabilities that sum to 1 gives them back.
+        return SequenceClassifierOutput(logits=probs.clamp_min(1e-30).log())
 
 
 def _to_numpy(array: Any) -> np.ndarray:

@@ -31,9 +31,11 @@ def free_port() -> int:
 def server(tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("app") / "server.log", "w+")
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_SERVER_NAME"}  # Gradio's own default host
     proc = subprocess.Popen(
         [sys.executable, "app.py", "--port", str(port), "--max-duration", str(MAX_DURATION_S), "--max-file-size", "2mb"],
         cwd=REPO,
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -84,6 +86,41 @@ def test_predict_matches_the_pipeline(client, example):
     )
     scores = confidences(client.predict(handle_file(str(example)), api_name="/predict"))
     assert scores == pytest.approx({r["label"]: r["score"] for r in expected}, abs=1e-4)
+
+
+def test_one_policy_for_pipeline_predict_and_demo(client, tmp_path):
+    """A file longer than one window gets the same probabilities from the pipeline, predict.py and the demo:
+    all three go through predict_long with the window and hop saved in the model's preprocessor config."""
+    import csv as csv_module
+    import json
+
+    from transformers import pipeline
+
+    import predict
+
+    config = json.loads((BUNDLED / "preprocessor_config.json").read_text())
+    assert (config["window_s"], config["hop_s"]) == (5.0, 2.5)
+    waves = [sf.read(p, dtype="float32")[0] for p in sorted((REPO / "examples").glob("*.flac"))[:3]]
+    path = tmp_path / "three-utterances.wav"
+    sf.write(path, np.concatenate(waves), 16_000)
+    assert sf.info(path).duration > 2 * config["window_s"]
+
+    via_pipeline = {r["label"]: r["score"] for r in pipeline("audio-classification", model=str(BUNDLED), top_k=None)(str(path))}
+    out = tmp_path / "rows.csv"
+    assert predict.main([str(path), "--out", str(out)]) == 0
+    (row,) = list(csv_module.DictReader(open(out, newline="")))
+    via_predict = {label: float(row[label]) for label in bundled_labels()}
+    via_demo = confidences(client.predict(handle_file(str(path)), api_name="/predict"))
+    assert via_predict == pytest.approx(via_pipeline, abs=1e-4)
+    assert via_demo == pytest.approx(via_pipeline, abs=1e-4)
+    # One pass over the whole file gives other probabilities: the agreement above is the shared policy.
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    from modeling import load_audio, predict_proba
+
+    model, fe = AutoModelForAudioClassification.from_pretrained(BUNDLED).eval(), AutoFeatureExtractor.from_pretrained(BUNDLED)
+    whole = dict(zip(bundled_labels(), predict_proba(model, fe, [load_audio(path)])[0].tolist()))
+    assert whole != pytest.approx(via_pipeline, abs=1e-3)
 
 
 def test_long_audio_gets_a_timeline(client, example, tmp_path):

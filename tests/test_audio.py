@@ -187,16 +187,28 @@ def test_impossible_headers_are_refused_before_decoding(rate, channels, message,
     assert peak < 2_000_000  # the refusal comes from the header: nothing the size of the audio was allocated
 
 
-def test_duration_limit_from_the_header_by_default(tmp_path):
-    """Over the default limit (4 hours), even a small file is refused from its header: 2 MB at 1 kHz, 8-bit, would
-    be 33 minutes; at a lower limit it is refused the same way."""
+def test_duration_limit_from_the_header(tmp_path):
+    """4 MB of 16-bit samples declared at 1 kHz are 33 minutes of audio: refused from the header at a lower limit
+    (nothing the size of the audio is allocated); every decoding entry point has a limit by default."""
+    import tracemalloc
+
     import modeling.audio as audio
 
-    path = crafted_wav(tmp_path / "long.wav", 1_000, 1, data_bytes=4_000_000)  # 2,000,000 frames: 33 min
-    with pytest.raises(AudioError, match=r"is too long \(2000.0 s\); the limit is 600 s"):
-        load_audio(path, max_duration_s=600)
+    path = crafted_wav(tmp_path / "long.wav", 1_000, 1, data_bytes=4_000_000)  # 2,000,000 frames: 2,000 s
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioError, match=r"is too long \(2000.0 s\); the limit is 600 s"):
+            load_audio(path, max_duration_s=600)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000  # decoding it would take 8 MB, resampling it 128 MB
     assert audio.DEFAULT_MAX_DURATION_S >= 3600  # generous enough for predict_long on long recordings
     assert len(load_audio(path)) == 2_000_000 * 16  # within the default limit: decoded and resampled
+    import inspect
+
+    for function in (audio.load_audio, audio.decode_audio, audio.prepare_waveform):  # the limit holds by default
+        assert inspect.signature(function).parameters["max_duration_s"].default == audio.DEFAULT_MAX_DURATION_S
 
 
 def test_arrays_with_impossible_rates_are_refused():

@@ -199,6 +199,11 @@ def test_augmentation_and_auxiliary_target_in_a_trainer_run(tmp_path, cache_dir)
     with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as f:
         assert any(k.startswith("auxiliary") for k in f.keys())  # the checkpoint resumes the whole training state
     assert isinstance(SERModel.from_pretrained(out), SERModel)
+    # Resuming that folder without the auxiliary target would load a checkpoint of another model: refused.
+    from training.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError, match="saved from another model setup"):
+        run(tmp_path, cache_dir, "--data_dir", str(DATA_DIR), "--max_clips", "64", "--num_train_epochs", "2")
 
 
 def test_cached_embeddings_equal_live_ones_with_a_group_norm_backbone(tmp_path):

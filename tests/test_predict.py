@@ -90,3 +90,31 @@ def test_predict_folder_and_int8(clips, tmp_path, data_dir):
     rows = read_csv(out)
     assert len(rows) == 60 and not any(r["error"] for r in rows)
     assert all(sum(float(r[e]) for e in bundled_labels()) == pytest.approx(1.0, abs=1e-4) for r in rows)
+
+
+def test_a_stock_classifier_is_refused_at_start(tmp_path, clips):
+    """A plain transformers audio classifier used to get an AttributeError row per file and exit code 0."""
+    from conftest import tiny_backbone
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+    folder = tmp_path / "stock"
+    backbone = {k: v for k, v in tiny_backbone().items() if k != "model_type"}
+    Wav2Vec2ForSequenceClassification(Wav2Vec2Config(**backbone, num_labels=3)).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor().save_pretrained(folder)
+    done = subprocess.run(
+        [sys.executable, "predict.py", clips[0], "--model", str(folder), "--out", str(tmp_path / "o.csv")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0 and "not a speech emotion model of this project" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "o.csv").exists()
+
+
+def test_exit_code_is_non_zero_when_every_file_failed(tmp_path):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, np.float32), 16000)
+    out = tmp_path / "failed.csv"
+    assert predict.main([str(bad), str(silent), "--out", str(out)]) == 1
+    rows = read_csv(out)
+    assert len(rows) == 2 and all(r["error"] for r in rows)

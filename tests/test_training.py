@@ -135,6 +135,10 @@ def test_kfold_fold_by_fold_then_collected(tmp_path, cache_dir, caplog):
     results, _ = run_train(tmp_path, cache_dir, *args)
     assert "fold 1: reusing the finished run" in caplog.text and "fold 0: reusing" not in caplog.text
     assert results["folds"][1]["test"] == fold1["test"]
+    # Another recipe in the same folder trains the fold again instead of reusing a result it did not produce.
+    caplog.clear()
+    run_train(tmp_path, cache_dir, *args, "--fold", "1", "--learning_rate", "0.0005")
+    assert "another recipe: training fold 1 again" in caplog.text
 
 
 def make_hub_copy(manifest, data_dir, tmp_path) -> Path:

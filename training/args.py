@@ -16,7 +16,8 @@ class ModelArguments:
         default="facebook/wav2vec2-base",
         metadata={
             "help": "Pretrained backbone (Hub id or folder), or a saved SER model to continue from (its pooling, "
-            "head and labels are kept unless a flag below changes them)."
+            "head and freezing are kept unless a flag below changes them; with other labels than the data's, the "
+            "head's last layer is re-initialized)."
         },
     )
     backbone_config: str | None = field(

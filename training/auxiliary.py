@@ -73,6 +73,8 @@ class AuxiliaryTargetModel(nn.Module):
     model is what gets saved.
     """
 
+    accepts_loss_kwargs = False  # Trainer averages the loss over devices and accumulation steps itself
+
     def __init__(self, model: SERModel, num_targets: int, weight: float):
         super().__init__()
         self.model = model

@@ -42,6 +42,25 @@ def check_checkpoint(path: str) -> None:
         ) from None
 
 
+def check_checkpoint_fits(path: str, model) -> None:
+    """Raises `CheckpointError` when the checkpoint holds other weights than `model` has (another head, pooling or
+    auxiliary target): Trainer would load what matches and resume a half-random model with the saved step count."""
+    from safetensors import safe_open
+
+    saved = set()
+    for file in Path(path).glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as f:
+            saved |= set(f.keys())
+    expected = set(model.state_dict().keys())
+    if saved != expected:
+        differing = sorted(saved ^ expected)
+        raise CheckpointError(
+            f"checkpoint {path} was saved from another model setup ({len(differing)} weights differ, e.g. "
+            f"{differing[:3]}): continue with the flags it was made with, or start afresh with --overwrite_output_dir "
+            "true or another --output_dir"
+        )
+
+
 def pick_resume_checkpoint(requested: str | None, output_dir: Path, overwrite: bool) -> str | None:
     """The explicit checkpoint (checked), else the newest complete one in `output_dir` (a run killed while
     saving can leave a partial last checkpoint: it is skipped with a warning)."""

@@ -44,11 +44,19 @@ def _name(audio: str | bytes) -> str:
     return os.path.basename(audio) if isinstance(audio, str) else "<bytes>"
 
 
+# Settings of the feature extractor that do not change a clip's preprocessed waveform (inference policy, limits).
+NOT_PREPROCESSING = ("window_s", "hop_s", "max_duration_s")
+
+
+def preprocessing_settings(feature_extractor: SERFeatureExtractor) -> dict:
+    return {k: v for k, v in feature_extractor.to_dict().items() if k not in NOT_PREPROCESSING}
+
+
 def features_cache_key(records: list[dict], feature_extractor: SERFeatureExtractor) -> str:
     """Changes whenever the clips or the preprocessing settings change."""
     return hashlib.sha1(
         json.dumps(
-            [FEATURES_VERSION, feature_extractor.to_dict(), [r["sha1"] for r in records]], sort_keys=True
+            [FEATURES_VERSION, preprocessing_settings(feature_extractor), [r["sha1"] for r in records]], sort_keys=True
         ).encode()
     ).hexdigest()[:16]
 

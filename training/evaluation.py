@@ -12,6 +12,7 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, 
 from .args import DataArguments, EvaluationArguments
 from .card import metrics_table, per_corpus_table
 from .data import preprocess
+from .embeddings import pads_alike_inference
 from .experiment import PadCollator, evaluate_split, load_records, make_splits, subsample
 from .files import write_json_atomic, write_text_atomic
 from .metrics import plot_confusion_matrix
@@ -58,7 +59,9 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments) -> 
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp,
-            per_device_eval_batch_size=eval_args.batch_size,
+            # Padding changes a group-norm backbone's features: such models are evaluated one clip at a time,
+            # as the pipeline runs them.
+            per_device_eval_batch_size=eval_args.batch_size if pads_alike_inference(model) else 1,
             use_cpu=eval_args.use_cpu or not torch.cuda.is_available(),
             remove_unused_columns=False,
             report_to="none",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ from modeling import SERConfig, SERFeatureExtractor, SERModel
 from .args import ArgumentsError, DataArguments, ModelArguments
 from .augment import AugmentationConfig, AugmentedDataset, Augmenter, EpochCallback
 from .auxiliary import FEATURE_SET, AuxiliaryTargetModel, egemaps_functionals, standardize, unwrap
-from .checkpoints import pick_resume_checkpoint, save_final_model
+from .checkpoints import check_checkpoint_fits, pick_resume_checkpoint, save_final_model
 from .data import cache_root, drop_duplicates
 from .embeddings import cached_embeddings
 from .files import write_json_atomic
@@ -195,7 +196,10 @@ class TimeBudgetCallback(TrainerCallback):
         self.start = time.perf_counter()
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if time.perf_counter() - self.start > self.seconds:
+        stop = torch.tensor(float(time.perf_counter() - self.start > self.seconds), device=args.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)  # every process stops together
+        if stop.item():
             logger.warning("--max_train_time_s %g reached after epoch %.0f: stopping", self.seconds, state.epoch)
             control.should_training_stop = True
 
@@ -256,7 +260,8 @@ def run_split(
     trained_model = model
     if model_args.auxiliary_egemaps_weight > 0:
         by_sha1 = {r["sha1"]: i for i, r in enumerate(records)}
-        targets = egemaps_functionals(records, cache_root(data_args.preprocessing_cache_dir))
+        with training_args.main_process_first(desc="eGeMAPS functionals"):
+            targets = egemaps_functionals(records, cache_root(data_args.preprocessing_cache_dir))
         targets = targets[[by_sha1[s] for s in features["sha1"]]]
         data = data.add_column("auxiliary_targets", list(standardize(targets, split.train)))
         columns.append("auxiliary_targets")
@@ -286,6 +291,7 @@ def run_split(
     )
     resume = pick_resume_checkpoint(training_args.resume_from_checkpoint, output_dir, data_args.overwrite_output_dir)
     if resume:
+        check_checkpoint_fits(resume, trained_model)
         logger.info("resuming from %s", resume)
     start = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=resume)
@@ -308,22 +314,36 @@ def run_split(
         plot_confusion_matrix(test["confusion_matrix"]["matrix"], labels, output_dir / "confusion_matrix.png", split.summary())
         write_json_atomic(output_dir / "confusion_matrix.json", test["confusion_matrix"])
         if split.fold is not None:
-            write_json_atomic(output_dir / FOLD_RESULTS, run)  # written last: its presence means the fold is done
+            recipe = recipe_fingerprint(labels, model_args, data_args, training_args)
+            write_json_atomic(output_dir / FOLD_RESULTS, {**run, "recipe": recipe})  # last: the fold is done
     return {**run, "model": unwrap(trained_model)}
 
 
 FOLD_RESULTS = "fold_results.json"
 
 
-def finished_fold(split: Split, run_dir: Path) -> dict | None:
+def recipe_fingerprint(labels: list[str], model_args, data_args, training_args) -> str:
+    """What a fold's result depends on: labels, model and data flags, and the optimisation settings. Flags that
+    only say how to run (which fold, workers, output folder) are left out, so parallel fold runs match."""
+    data = {k: v for k, v in dataclasses.asdict(data_args).items() if k not in ("fold", "preprocessing_num_workers", "overwrite_output_dir")}
+    optimisation = {
+        k: getattr(training_args, k)
+        for k in ("seed", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size", "weight_decay",
+                  "warmup_steps", "lr_scheduler_type", "metric_for_best_model", "load_best_model_at_end")
+    }  # fmt: skip
+    payload = json.dumps([labels, dataclasses.asdict(model_args), data, optimisation], sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def finished_fold(split: Split, run_dir: Path, recipe: str, overwrite: bool = False) -> dict | None:
     """The results of a fold trained earlier (a parallel `--fold K` run, or a k-fold run that was interrupted
-    after it), when they are for the same speakers; None when the fold still has to be trained."""
+    after it), when they are for the same speakers and recipe; None when the fold still has to be trained."""
     path = run_dir / FOLD_RESULTS
-    if split.fold is None or not path.is_file():
+    if split.fold is None or overwrite or not path.is_file():
         return None
     run = json.loads(path.read_text())
-    if run["split"]["actors"] != split.describe()["actors"]:
-        logger.warning("%s is for other speakers than this split (another seed or data): training fold %s again", path, split.fold)
+    if run["split"]["actors"] != split.describe()["actors"] or run.get("recipe") != recipe:
+        logger.warning("%s is for other speakers or another recipe: training fold %s again", path, split.fold)
         return None
     logger.info("fold %s: reusing the finished run in %s", split.fold, run_dir)
     return {**run, "model": SERModel.from_pretrained(run_dir)}

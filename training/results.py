@@ -63,7 +63,7 @@ def assemble_results(
         "data": {
             **data_info,
             "clips": len(features),
-            "actors": len(set(features["speaker"])),
+            "actors": len({s for s in features["speaker"] if s}) or "unknown",
             "undecodable": undecodable,
             "label_counts": label_counts(features["label"], labels),
         },

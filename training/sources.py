@@ -159,7 +159,7 @@ def read_manifest(csv_path: str | os.PathLike) -> list[dict]:
 
 
 def _sex(value, where: str) -> str:
-    value = (value or "").strip().lower()
+    value = "" if value is None else str(value).strip().lower()
     value = {"m": "male", "f": "female"}.get(value, value)
     if value in ("", "unknown", "none", "nan"):
         return "unknown"
@@ -200,8 +200,11 @@ def load_hub_records(
     label_feature = dataset.features[label_column]
     names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
     corpus = Path(dataset_name.rstrip("/")).name.lower() or "dataset"
-    records = []
+    records, unlabelled = [], 0
     for index, row in enumerate(dataset):
+        if names is not None and row[label_column] is not None and row[label_column] < 0:
+            unlabelled += 1  # ClassLabel's -1: a row without a label
+            continue
         audio = row[audio_column]
         file_name = os.path.basename(audio.get("path") or "")
         info = parse_ravdess_name(file_name) or {}  # RAVDESS mirrors: speaker and sex from the file name
@@ -224,8 +227,10 @@ def load_hub_records(
                 "intensity": info.get("intensity", "unknown"),
             }
         )
+    if unlabelled:
+        logger.warning("--dataset_name %s: skipped %d rows without a label", dataset_name, unlabelled)
     if not records:
-        raise DataError(f"--dataset_name {dataset_name}: split {split!r} is empty")
+        raise DataError(f"--dataset_name {dataset_name}: split {split!r} has no labelled rows")
     return records, names
 
 

@@ -191,11 +191,14 @@ def random_split(labels: list[int], val_fraction: float, test_fraction: float, s
     """Stratified by label, like the write-up we start from: the same speakers appear in every part."""
     indices = np.arange(len(labels))
     labels = np.asarray(labels)
-    train_val, test = train_test_split(indices, test_size=test_fraction, stratify=labels, random_state=seed)
-    train, validation = train_test_split(
-        train_val,
-        test_size=val_fraction / (1 - test_fraction),
-        stratify=labels[train_val],
-        random_state=seed,
-    )
+    try:
+        train_val, test = train_test_split(indices, test_size=test_fraction, stratify=labels, random_state=seed)
+        train, validation = train_test_split(
+            train_val,
+            test_size=val_fraction / (1 - test_fraction),
+            stratify=labels[train_val],
+            random_state=seed,
+        )
+    except ValueError as err:  # a label too rare to appear in every part
+        raise SplitError(f"--split random could not stratify these labels: {err}") from None
     return Split("random", sorted(train.tolist()), sorted(validation.tolist()), sorted(test.tolist()), seed)

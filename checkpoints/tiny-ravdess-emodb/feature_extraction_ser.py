@@ -34,8 +34,15 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask (`bool`, *optional*, defaults to `True`):
             The model pools over non-padding frames only, so the mask is returned by default.
         max_duration_s (`float`, *optional*, defaults to 60.0):
-            Longest waveform accepted in one pass. Self-attention memory grows with the square of the length,
-            so an hour-long file would exhaust memory; `modeling.predict_long` classifies long audio in windows.
+            Longest waveform accepted in one pass, and the longest audio `pipeline(...)` classifies. Self-attention
+            memory grows with the square of the length; `modeling.predict_long` and `predict.py` classify longer
+            recordings.
+        window_s (`float`, *optional*, defaults to 5.0):
+            The inference policy, one for the pipeline, `predict.py` and the demo (`modeling.predict_long`):
+            audio up to `window_s` is classified in one pass; longer audio in `window_s` windows every `hop_s`,
+            whose probabilities are averaged. 5 s holds a typical acted utterance (3-5 s).
+        hop_s (`float`, *optional*, defaults to 2.5):
+            Step between windows (half a window: every moment is seen by two windows).
     """
 
     model_input_names = ["input_values", "attention_mask"]
@@ -51,6 +58,8 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
         do_normalize: bool = True,
         return_attention_mask: bool = True,
         max_duration_s: float = 60.0,
+        window_s: float = 5.0,
+        hop_s: float = 2.5,
         **kwargs,
     ):
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
@@ -60,6 +69,10 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
         self.do_normalize = do_normalize
         self.return_attention_mask = return_attention_mask
         self.max_duration_s = max_duration_s
+        if not 0 < hop_s <= window_s:
+            raise ValueError(f"need 0 < hop_s <= window_s, got window_s={window_s}, hop_s={hop_s}")
+        self.window_s = window_s
+        self.hop_s = hop_s
 
     def denoise(self, wave: np.ndarray) -> np.ndarray:
         if not self.noise_reduction:

@@ -55,6 +55,10 @@ class SERModel(SERPreTrainedModel):
     `pooled_embeddings` from [`SERModel.embed`].
     """
 
+    # forward(**kwargs) passes backbone options on; it takes no loss-scaling arguments, so Trainer must average
+    # the loss over devices and accumulation steps itself.
+    accepts_loss_kwargs = False
+
     def __init__(self, config: SERConfig):
         super().__init__(config)
         self.backbone = AutoModel.from_config(config.backbone_config)
