@@ -213,6 +213,8 @@ def test_contradicting_flags_are_refused():
 
     with pytest.raises(ArgumentsError, match="live backbone"):
         check("--freeze_backbone", "true", "--augment", "true")
+    with pytest.raises(ArgumentsError, match="persistent data-loader workers"):
+        check("--augment", "true", "--dataloader_num_workers", "2", "--dataloader_persistent_workers", "true")
     with pytest.raises(ArgumentsError, match="each fold resumes"):
         check("--split", "kfold", "--resume_from_checkpoint", "runs/x/checkpoint-10")
     with pytest.raises(ArgumentsError, match="card without a model"):

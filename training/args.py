@@ -166,6 +166,11 @@ def check_train_args(model_args: ModelArguments, data_args: DataArguments, train
         )
     if data_args.fold is not None and not (kfold and 0 <= data_args.fold < data_args.folds):
         raise ArgumentsError(f"--fold {data_args.fold} needs --split kfold and 0 <= fold < --folds ({data_args.folds})")
+    if model_args.augment and training_args.dataloader_persistent_workers:
+        raise ArgumentsError(
+            "--augment draws each epoch's augmentation from the epoch number, which persistent data-loader workers "
+            "would never see change: leave out --dataloader_persistent_workers"
+        )
     if model_args.freeze_backbone and model_args.augment:
         raise ArgumentsError("--augment needs a live backbone: the frozen mode trains on embeddings computed once")
     if model_args.freeze_backbone and model_args.auxiliary_egemaps_weight > 0:
