@@ -15,6 +15,8 @@ from conftest import BUNDLED, REPO, bundled_labels
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+import modeling  # noqa: F401  (registers the model with the Auto classes and the pipeline, as users do)
+
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
@@ -27,36 +29,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def start_app(args: list[str], env: dict, log_path) -> tuple[subprocess.Popen, int]:
+    """Starts `python app.py` on a free port and waits until it answers."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("app") / "server.log", "w+")
-    env = {k: v for k, v in os.environ.items() if k != "GRADIO_SERVER_NAME"}  # Gradio's own default host
+    log = open(log_path, "w+")
     proc = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), "--max-duration", str(MAX_DURATION_S), "--max-file-size", "2mb"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        [sys.executable, "app.py", "--port", str(port), *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
             log.seek(0)
             pytest.fail(f"app.py exited early:\n{log.read()[-3000:]}")
         try:
-            urllib.request.urlopen(url, timeout=2)
-            break
+            urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=2)
+            return proc, port
         except OSError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("app.py did not start within 120 s")
-    yield {"url": url, "proc": proc}
+    proc.kill()
+    pytest.fail("app.py did not start within 120 s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_SERVER_NAME"}  # Gradio's own default host
+    args = ["--max-duration", str(MAX_DURATION_S), "--max-file-size", "2mb"]
+    proc, port = start_app(args, env, tmp_path_factory.mktemp("app") / "server.log")
+    yield {"url": f"http://127.0.0.1:{port}", "proc": proc}
     proc.terminate()
     proc.wait(timeout=30)
-    log.close()
 
 
 @pytest.fixture(scope="module")
@@ -222,26 +223,6 @@ def listening(pid: int) -> set[str]:
 
 def test_default_host_is_local_only(server):
     assert listening(server["proc"].pid) == {"127.0.0.1"}
-
-
-def start_app(args: list[str], env: dict, log_path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    log = open(log_path, "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"app.py exited early:\n{log.read()[-3000:]}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=2)
-            return proc, port
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    pytest.fail("app.py did not start within 120 s")
 
 
 @pytest.mark.parametrize("flags, expected", [([], "0.0.0.0"), (["--host", "127.0.0.1"], "127.0.0.1")])
