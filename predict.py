@@ -4,8 +4,11 @@
     python predict.py clips/ more.wav --model checkpoints/tiny-ravdess-emodb --out results.csv --batch_size 16
 
 Files are sorted by length and batched with others of similar length (little padding); decoding and
-denoising run in background threads while the model works. The run is resumable: files already in the CSV
-are skipped. A file that cannot be used gets a row with its error, and the run goes on.
+denoising run in background threads while the model works. Files longer than the model's window
+(`window_s` in its preprocessor config) are classified in windows, exactly as the pipeline and the demo do.
+Columns: path, label, score, one probability per label of the model, duration_s, error. The run is resumable:
+files already in the CSV are skipped. A file that cannot be used gets a row with its error, and the run goes
+on; the exit code is 1 when every file failed. Models other than this project's are refused at start.
 """
 
 from __future__ import annotations
