@@ -31,11 +31,12 @@ from modeling.fast import quantize_int8
 from training.sources import AUDIO_EXTENSIONS
 from training.files import write_text_atomic
 
+DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravdess-emodb")
+
+
 def columns(labels: list[str]) -> list[str]:
     """The CSV header: one probability column per label of the model, in its `id2label` order."""
     return ["path", "label", "score", *labels, "duration_s", "error"]
-
-DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravdess-emodb")
 
 
 def find_audio(paths: list[str]) -> list[str]:

@@ -13,7 +13,6 @@ from .feature_extraction_ser import SERFeatureExtractor
 from .modeling_ser import SERModel
 
 
-
 @torch.inference_mode()
 def probabilities(model: SERModel, inputs: BatchFeature) -> np.ndarray:
     """Softmax over the model's logits for a prepared batch (`input_values`, `attention_mask`)."""

@@ -14,9 +14,9 @@ import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.pipelines.audio_classification import AudioClassificationPipeline
 
-from .audio import AudioError, load_audio, prepare_waveform
-from .inference import predict_long
+from .audio import load_audio, prepare_waveform
 from .configuration_ser import SERConfig
+from .inference import predict_long
 
 
 class SERAudioClassificationPipeline(AudioClassificationPipeline):
@@ -27,23 +27,19 @@ class SERAudioClassificationPipeline(AudioClassificationPipeline):
         if not isinstance(self.model.config, SERConfig):
             return super().preprocess(inputs)
         sampling_rate = self.feature_extractor.sampling_rate
+        # The longest audio the pipeline classifies: files are refused from their header, arrays before resampling.
+        limit = self.feature_extractor.max_duration_s
         if isinstance(inputs, (str, os.PathLike)) and not str(inputs).startswith(("http://", "https://")):
-            wave = load_audio(inputs, sampling_rate, max_duration_s=self.feature_extractor.max_duration_s)
+            wave = load_audio(inputs, sampling_rate, max_duration_s=limit)
         elif isinstance(inputs, (bytes, bytearray)):
-            wave = load_audio(inputs, sampling_rate, max_duration_s=self.feature_extractor.max_duration_s)
+            wave = load_audio(inputs, sampling_rate, max_duration_s=limit)
         elif isinstance(inputs, dict) and "sampling_rate" in inputs and ("raw" in inputs or "array" in inputs):
             array = inputs["raw"] if "raw" in inputs else inputs["array"]
-            wave = prepare_waveform(_to_numpy(array), int(inputs["sampling_rate"]), sampling_rate)
+            wave = prepare_waveform(_to_numpy(array), int(inputs["sampling_rate"]), sampling_rate, max_duration_s=limit)
         elif isinstance(inputs, (np.ndarray, torch.Tensor)):
-            wave = prepare_waveform(_to_numpy(inputs), sampling_rate, sampling_rate)
+            wave = prepare_waveform(_to_numpy(inputs), sampling_rate, sampling_rate, max_duration_s=limit)
         else:
             return super().preprocess(inputs)
-        limit = self.feature_extractor.max_duration_s
-        if len(wave) > limit * sampling_rate:
-            raise AudioError(
-                f"audio is {len(wave) / sampling_rate:.1f} s long; the pipeline classifies at most {limit:g} s: use "
-                "modeling.predict_long or predict.py for long recordings"
-            )
         return {"ser_waveform": wave}
 
     def _forward(self, model_inputs):
@@ -51,8 +47,7 @@ class SERAudioClassificationPipeline(AudioClassificationPipeline):
             return super()._forward(model_inputs)
         # One pass or windows, exactly as predict.py and the demo decide (modeling.predict_long).
         result = predict_long(self.model, self.feature_extractor, model_inputs["ser_waveform"])
-        labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-        probs = torch.tensor([[result.scores[label] for label in labels]], dtype=torch.float64)
+        probs = torch.tensor([list(result.scores.values())], dtype=torch.float64)  # in id2label order
         # postprocess applies a softmax: the log of probabilities that sum to 1 gives them back.
         return SequenceClassifierOutput(logits=probs.clamp_min(1e-30).log())
 

@@ -81,7 +81,7 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments) -> 
             "data_labels": data_labels,
         },
         "split": split_summary,
-        **{k: v for k, v in report.items()},
+        **report,
     }
     if eval_args.output_dir:
         out = Path(eval_args.output_dir)

@@ -75,7 +75,8 @@ def load_records(data_args: DataArguments) -> tuple[list[dict], list[str], dict]
     corpora = [s["corpus"] for s in sources]
     if len(set(corpora)) != len(corpora):
         raise DataError(f"two sources have the same corpus name {corpora}: speakers of both would merge")
-    records, labels_dropped = apply_label_map(records, read_label_map(data_args.label_map))
+    label_map = read_label_map(data_args.label_map)
+    records, labels_dropped = apply_label_map(records, label_map)
     if not records:
         raise DataError("--label_map dropped every clip")
     records, duplicates = drop_duplicates(records)
@@ -91,7 +92,7 @@ def load_records(data_args: DataArguments) -> tuple[list[dict], list[str], dict]
         "duplicates_dropped": duplicates,
         "skipped_names": sum(s["skipped_names"] for s in sources),
         "labels_dropped": labels_dropped,
-        "label_map": read_label_map(data_args.label_map) or None,
+        "label_map": label_map or None,
     }
     return records, labels, info
 
