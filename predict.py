@@ -1,35 +1,43 @@
 #!/usr/bin/env python
-"""Classify many audio files: folders are searched recursively, results go to a CSV.
+"""Classify many audio files: folders are searched recursively, results go to one CSV.
 
     python predict.py clips/ more.wav --model checkpoints/tiny-ravdess-emodb --out results.csv --batch_size 16
+    torchrun --nproc_per_node 2 predict.py clips/ --out results.csv            # 2 processes (CPU or GPUs)
+    accelerate launch --multi_gpu --num_processes 2 predict.py clips/ --out results.csv
 
-Files are sorted by length and batched with others of similar length (little padding); decoding and
-denoising run in background threads while the model works. Files longer than the model's window
-(`window_s` in its preprocessor config) are classified in windows, exactly as the pipeline and the demo do.
-Columns: path, label, score, one probability per label of the model, duration_s, error. The run is resumable:
-files already in the CSV are skipped. A file that cannot be used gets a row with its error, and the run goes
-on; the exit code is 1 when every file failed. Models other than this project's are refused at start.
+Each file is decoded and denoised in a worker process (`--workers` per process) with a memory limit
+(`--worker_memory_gb`) and a time limit (`--file_timeout_s`): a file that crashes, hangs or exhausts a
+decoder gets an error row and the run goes on. Files are sorted by length and batched with others of similar
+length; files longer than the model's window (`window_s` in its preprocessor config) are classified in
+windows, exactly as the pipeline and the demo do. Under `torchrun` or `accelerate launch` the files are split
+across the processes (one per GPU, or CPU processes), which append to the same CSV.
+
+Columns: path, label, score, one probability per label of the model (its `id2label`), duration_s, error.
+Rows are appended as files are done, so a killed run loses only the files in flight, and a later run with the
+same --out skips the files already in the CSV (--retry_errors tries the failed ones again). Exit code: 0, or 1
+when every file failed; an error that is not a file's fault stops the run with a traceback. Models other than
+this project's are refused at start.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import datetime
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import soundfile as sf
+import torch
+from accelerate import PartialState
 from tqdm.auto import tqdm
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
 
-from modeling import AudioError, SERConfig, load_audio, predict_long
-from modeling.inference import probabilities
+from modeling import AudioError, SERConfig, predict_long
+from modeling.audio import AUDIO_EXTENSIONS
+from modeling.batch import Decoded, DecoderPool, ResultsCSV
 from modeling.fast import quantize_int8
-from training.sources import AUDIO_EXTENSIONS
-from training.files import write_text_atomic
+from modeling.inference import probabilities
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravdess-emodb")
 
@@ -39,43 +47,29 @@ def columns(labels: list[str]) -> list[str]:
     return ["path", "label", "score", *labels, "duration_s", "error"]
 
 
-def find_audio(paths: list[str]) -> list[str]:
-    found = []
+def find_audio(paths: list[str]) -> tuple[list[str], int]:
+    """Audio files named or found under folders, and how many other files the folder scans passed over."""
+    found, skipped = [], 0
     for path in map(Path, paths):
         if path.is_dir():
-            found += sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            for p in sorted(q for q in path.rglob("*") if q.is_file()):
+                if p.suffix.lower() in AUDIO_EXTENSIONS:
+                    found.append(str(p))
+                else:
+                    skipped += 1
         else:
             found.append(str(path))  # anything named explicitly is tried, and reported if it is not audio
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(found)), skipped
 
 
 def header_duration(path: str) -> float:
     """Duration from the file header when libsndfile can read it (cheap); otherwise 0 (sorted first)."""
+    if not os.path.isfile(path):  # a pipe or device is never opened here: it could block
+        return 0.0
     try:
         return sf.info(path).duration
     except Exception:
         return 0.0
-
-
-def read_done(out: Path, header: list[str]) -> list[dict]:
-    if not out.exists():
-        return []
-    with open(out, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames and reader.fieldnames != header:
-            raise SystemExit(
-                f"{out} has the columns {reader.fieldnames}, but this model's are {header}: it was written by "
-                "another model; give another --out to start a new CSV"
-            )
-        return list(reader)
-
-
-def write_rows(out: Path, rows: list[dict], header: list[str]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=header)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out, buffer.getvalue())  # a killed run leaves the previous complete CSV
 
 
 def result_row(path: str, scores: dict[str, float], duration: float) -> dict:
@@ -90,79 +84,126 @@ def result_row(path: str, scores: dict[str, float], duration: float) -> dict:
     }
 
 
-def error_row(path: str, error: Exception) -> dict:
-    return {"path": path, "error": str(error)}  # the other columns are written empty
+def error_row(path: str, error: str) -> dict:
+    return {"path": path, "error": error}  # the other columns are written empty
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("paths", nargs="+", help="audio files and folders")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model folder or Hub id")
     parser.add_argument("--out", default="results.csv", help="CSV to write (and to resume from)")
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--dtype", choices=["fp32", "int8"], default="fp32", help="int8: quantized Linear layers")
-    parser.add_argument("--workers", type=int, default=2, help="threads decoding and denoising ahead")
-    args = parser.parse_args(argv)
+    parser.add_argument("--dtype", choices=["fp32", "int8"], default="fp32", help="int8: quantized Linear layers (CPU)")
+    parser.add_argument("--workers", type=int, default=2, help="decoder processes (per process of a distributed run)")
+    parser.add_argument("--file_timeout_s", type=float, default=600.0, help="give up a file whose decoding takes longer")
+    parser.add_argument(
+        "--worker_memory_gb", type=float, default=8.0, help="memory each decoder process may use for audio (0: no limit)"
+    )
+    parser.add_argument("--retry_errors", action="store_true", help="classify again the files with an error row")
+    return parser.parse_args(argv)
 
-    model = AutoModelForAudioClassification.from_pretrained(args.model).eval()
-    if not isinstance(model.config, SERConfig):
+
+def check_model(name: str) -> None:
+    config = AutoConfig.from_pretrained(name)
+    if not isinstance(config, SERConfig):
         # Its feature extractor has no denoising, window policy or checks of this project: every file would fail.
         raise SystemExit(
-            f"{args.model} is a {model.config.model_type} classifier, not a speech emotion model of this project: "
-            "predict.py needs this project's feature extractor; for other audio classifiers use "
+            f"{name} is a {config.model_type} model, not a speech emotion model of this project: predict.py needs "
+            "this project's feature extractor; for other audio classifiers use "
             "transformers.pipeline('audio-classification', model=...)"
         )
-    if args.dtype == "int8":
-        model = quantize_int8(model)
+
+
+def load_model(name: str, dtype: str, device: torch.device):
+    model = AutoModelForAudioClassification.from_pretrained(name).eval()
+    if dtype == "int8":
+        if device.type != "cpu":
+            raise SystemExit("--dtype int8 runs on CPU only; use fp32 on GPUs")
+        return quantize_int8(model)
+    return model.to(device)
+
+
+def classify(model, fe, decoded, store: ResultsCSV, labels: list[str], batch_size: int, progress) -> None:
+    """Classifies files as their workers deliver them; rows reach the CSV after each batch."""
+    batch: list[Decoded] = []
+
+    def run_batch() -> None:
+        probs = probabilities(model, fe.collate([d.features for d in batch], return_tensors="pt"))
+        rows = [result_row(d.path, dict(zip(labels, p.tolist())), len(d.wave) / fe.sampling_rate) for d, p in zip(batch, probs)]
+        store.append(rows)
+        progress.update(len(batch))
+        batch.clear()
+
+    for item in decoded:
+        if item.features is not None:
+            batch.append(item)
+            if len(batch) == batch_size:
+                run_batch()
+            continue
+        if item.error:
+            row = error_row(item.path, item.error)
+        else:
+            try:
+                long = predict_long(model, fe, item.wave)
+                row = result_row(item.path, long.scores, long.duration_s)
+            except AudioError as err:
+                row = error_row(item.path, str(err))
+        store.append([row])
+        progress.update(1)
+    if batch:
+        run_batch()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    files, skipped = find_audio(args.paths)
+    if skipped:
+        print(f"skipped {skipped} files without an audio extension ({' '.join(sorted(AUDIO_EXTENSIONS))})", file=sys.stderr)
+    if not files:
+        raise SystemExit(f"no audio files in {' '.join(args.paths)}: nothing to classify, {args.out} not written")
+
+    # torchrun and `accelerate launch` set the process group up through the environment; alone, one process.
+    # The long timeout: processes wait for each other at the end, after shares that may differ by hours.
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=datetime.timedelta(hours=24))
+    check_model(args.model)
     fe = AutoFeatureExtractor.from_pretrained(args.model)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    header = columns(labels)
-    if len(set(header)) != len(header):
-        raise SystemExit(f"{args.model}: a label is named like a CSV column ({labels}); rename it in the model's config")
-    out = Path(args.out)
-    rows = read_done(out, header)
-    done = {r["path"] for r in rows}
-    todo = [p for p in find_audio(args.paths) if p not in done]
-    if done:
-        print(f"resuming: {len(done)} files already in {out}, {len(todo)} to go", file=sys.stderr)
-    todo.sort(key=header_duration)
+    # Started first: the decoders' start-up overlaps the model load and the scan of file headers below.
+    pool = DecoderPool(fe, args.workers, args.file_timeout_s, args.worker_memory_gb or None)
+    with pool:
+        model = load_model(args.model, args.dtype, state.device)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        header = columns(labels)
+        if len(set(header)) != len(header):
+            raise SystemExit(f"{args.model}: a label is named like a CSV column ({labels}); rename it in the model's config")
 
-    def prepare(path: str):
-        try:
-            wave = load_audio(path, fe.sampling_rate)
-            if len(wave) > fe.window_s * fe.sampling_rate:
-                return path, wave, None  # longer than one window: predict_long's windows, below
-            return path, wave, fe.process_waveform(wave)
-        except AudioError as err:
-            return path, err, None
-        except Exception as err:  # any other failure on one file is that file's error row, not the run's end
-            return path, AudioError(f"{os.path.basename(path)}: {type(err).__name__}: {err}"), None
+        store = ResultsCSV(args.out, header)
+        with state.main_process_first():
+            if state.is_main_process:
+                store.repair(retry_errors=args.retry_errors)
+            done = {r["path"]: r["error"] for r in store.rows()}
+        # Every process sorts the same list the same way and takes every n-th file: shares of similar length.
+        files.sort(key=lambda p: (header_duration(p), p))
+        todo = [p for p in files[state.process_index :: state.num_processes] if p not in done]
+        if state.is_main_process and done:
+            failed = sum(1 for p in files if done.get(p))
+            print(
+                f"resuming: {sum(p in done for p in files)} files already in {args.out}"
+                + (f" ({failed} with errors; --retry_errors tries them again)" if failed else ""),
+                file=sys.stderr,
+            )
+        progress = tqdm(total=len(todo), unit="file", desc="Classifying", disable=not state.is_local_main_process)
+        classify(model, fe, pool.map(todo), store, labels, args.batch_size, progress)
+        progress.close()
 
-    batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
-    progress = tqdm(total=len(todo), unit="file", desc="Classifying")
-    with ThreadPoolExecutor(max_workers=args.workers) as pool:
-        pending = [pool.submit(prepare, p) for p in batches[0]] if batches else []
-        for k in range(len(batches)):
-            prepared = [f.result() for f in pending]
-            # The next batch decodes while the model runs on this one; at most two batches are in memory.
-            pending = [pool.submit(prepare, p) for p in batches[k + 1]] if k + 1 < len(batches) else []
-            batch = [(p, w, x) for p, w, x in prepared if x is not None]
-            if batch:
-                probs = probabilities(model, fe.collate([x for _, _, x in batch], return_tensors="pt"))
-                for (path, wave, _), p in zip(batch, probs):
-                    rows.append(result_row(path, dict(zip(labels, p.tolist())), len(wave) / fe.sampling_rate))
-            for path, wave, x in prepared:
-                if isinstance(wave, AudioError):
-                    rows.append(error_row(path, wave))
-                elif x is None:
-                    long = predict_long(model, fe, wave)
-                    rows.append(result_row(path, long.scores, long.duration_s))
-            write_rows(out, rows, header)
-            progress.update(len(prepared))
-    progress.close()
-    errors = sum(1 for r in rows if r["error"])
-    print(f"{len(rows)} files in {out} ({errors} with errors)", file=sys.stderr)
-    return 1 if rows and errors == len(rows) else 0  # nothing classified: a failed run for scripts
+    state.wait_for_everyone()
+    rows = {r["path"]: r for r in store.rows()}
+    errors = sum(1 for p in files if rows.get(p, {}).get("error"))
+    if state.is_main_process:
+        print(f"{len(files)} files in {args.out} ({errors} with errors)", file=sys.stderr)
+    return 1 if errors == len(files) else 0  # nothing classified: a failed run for scripts
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from training.experiment import (
     saved_feature_extractor,
     subsample,
 )
-from training.files import write_json_atomic, write_text_atomic
+from modeling.files import write_json_atomic, write_text_atomic
 from training.card import render_card
 from training.hub import push_to_hub
 from training.metrics import SUMMARY_METRICS

@@ -18,7 +18,7 @@ from transformers import AutoModelForAudioClassification
 
 from modeling import SERConfig, SERModel
 from training import checkpoints
-from training.files import atomic_path
+from modeling.files import atomic_path
 
 ARGS = [
     "configs/tiny.yaml", "--max_clips", "96", "--num_train_epochs", "3", "--eval_strategy", "no",

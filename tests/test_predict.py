@@ -1,6 +1,10 @@
 import csv
+import errno
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +16,6 @@ from transformers import AutoFeatureExtractor, pipeline
 import predict
 from modeling import SERModel, load_audio
 from modeling.fast import OnnxSERModel, export_onnx, quantize_int8
-
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +121,155 @@ def test_exit_code_is_non_zero_when_every_file_failed(tmp_path):
     assert predict.main([str(bad), str(silent), "--out", str(out)]) == 1
     rows = read_csv(out)
     assert len(rows) == 2 and all(r["error"] for r in rows)
+
+
+def _run(args, **kwargs):
+    return subprocess.run([sys.executable, "predict.py", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def _decoders(proc: subprocess.Popen) -> list:
+    import psutil
+
+    return psutil.Process(proc.pid).children()  # predict.py starts no other processes
+
+
+def _open_writer(fifo, proc, timeout=180):
+    """Opens the FIFO for writing once a decoder has it open for reading: the decoder is then inside the file,
+    waiting for data that does not come."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as err:
+            if err.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+            time.sleep(0.05)
+    raise AssertionError("no decoder opened the FIFO")
+
+
+def test_a_crashed_hung_or_exhausted_decoder_costs_only_its_file(tmp_path, clips):
+    """Decoders are native code: a worker killed mid-file, one that hangs, and one out of memory each give that
+    file an error row, and the run classifies every other file."""
+    killed, stuck = tmp_path / "a_killed.wav", tmp_path / "b_stuck.wav"
+    os.mkfifo(killed)
+    os.mkfifo(stuck)
+    big = tmp_path / "big.wav"  # 8 min of 48 kHz stereo: 176 MiB as float32, over the 0.1 GB limit below
+    tone = (0.1 * np.sin(np.arange(48000) * 0.05)).astype(np.float32)
+    sf.write(big, np.tile(np.stack([tone, tone], 1), (8 * 60, 1)), 48000, subtype="PCM_16")
+    out = tmp_path / "out.csv"
+    args = [killed, stuck, big, *clips[:3], "--out", out, "--workers", 1, "--file_timeout_s", 8, "--worker_memory_gb", 0.1]
+    proc = subprocess.Popen(
+        [sys.executable, "predict.py", *map(str, args)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    fd = _open_writer(killed, proc)
+    try:
+        (worker,) = _decoders(proc)
+        worker.kill()
+    finally:
+        os.close(fd)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    rows = read_csv(out)
+    assert sorted(r["path"] for r in rows) == sorted(map(str, [killed, stuck, big, *clips[:3]]))
+    by_path = {r["path"]: r for r in rows}
+    assert by_path[str(killed)]["error"] == "a_killed.wav: the decoder process died (killed by signal SIGKILL)"
+    assert "b_stuck.wav: decoding took longer than 8 s" in by_path[str(stuck)]["error"]
+    assert "big.wav: ran out of memory while decoding (the limit is 0.1 GB" in by_path[str(big)]["error"]
+    assert all(by_path[c]["error"] == "" and by_path[c]["label"] in bundled_labels() for c in clips[:3])
+
+
+def test_a_killed_run_resumes_with_no_duplicate_or_missing_row(tmp_path, data_dir):
+    folder = data_dir / "Actor_03"
+    out = tmp_path / "out.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "predict.py", str(folder), "--out", str(out), "--batch_size", "4"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (out.exists() and out.read_text().count("\n") > 9):  # header and two batches
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its decoders, as an out-of-memory killer or a preemption would
+    proc.wait()
+    before = out.read_text()
+    assert 9 <= before.count("\n") < 61
+    complete = before[: before.rfind("\n") + 1]  # a row cut mid-write is redone
+
+    assert predict.main([str(folder), "--out", str(out), "--batch_size", "4"]) == 0
+    after = out.read_text()
+    assert after.startswith(complete)  # rows written before the kill are kept as they were
+    paths = [r["path"] for r in read_csv(out)]
+    assert sorted(paths) == sorted(str(p) for p in folder.glob("*.flac")) and len(paths) == 60
+
+
+def test_failed_rows_are_kept_on_resume_and_retried_on_request(tmp_path, clips, capsys):
+    later = tmp_path / "later.flac"
+    out = tmp_path / "out.csv"
+    assert predict.main([clips[0], str(later), "--out", str(out)]) == 0
+    assert "later.flac: no such file" in {r["path"]: r for r in read_csv(out)}[str(later)]["error"]
+    later.write_bytes(open(clips[1], "rb").read())  # the missing file arrives
+
+    assert predict.main([clips[0], str(later), "--out", str(out)]) == 0
+    assert "(1 with errors; --retry_errors tries them again)" in capsys.readouterr().err
+    assert {r["path"]: r for r in read_csv(out)}[str(later)]["error"]  # not retried unasked
+
+    assert predict.main([clips[0], str(later), "--out", str(out), "--retry_errors"]) == 0
+    rows = read_csv(out)
+    assert sorted(r["path"] for r in rows) == sorted([clips[0], str(later)])
+    assert all(r["error"] == "" for r in rows)
+
+
+def test_an_unexpected_error_stops_the_run(tmp_path, clips):
+    """Only the input's faults become rows: a broken model folder (a bad preprocessor setting) is not a file's."""
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(BUNDLED, model)
+    config = json.loads((model / "preprocessor_config.json").read_text())
+    config["noise_reduction_prop_decrease"] = "strong"
+    (model / "preprocessor_config.json").write_text(json.dumps(config))
+    out = tmp_path / "out.csv"
+    done = _run([*clips[:2], "--model", model, "--out", out])
+    assert done.returncode != 0
+    assert "unexpected error while decoding" in done.stderr and "in denoise" in done.stderr
+    assert read_csv(out) == []
+
+
+def test_torchrun_two_processes_write_the_csv_of_one(tmp_path, clips):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    files = [*clips[:10], str(bad)]
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    assert predict.main([*files, "--out", str(one)]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "predict.py", *files, "--out", str(two)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = {r["path"]: r for r in read_csv(one)}
+    split = {r["path"]: r for r in read_csv(two)}
+    assert len(read_csv(two)) == len(files) and split.keys() == single.keys()
+    for path, row in single.items():
+        assert split[path]["label"] == row["label"] and split[path]["error"] == row["error"]
+        for label in bundled_labels():
+            assert float(split[path][label] or 0) == pytest.approx(float(row[label] or 0), abs=2e-6)
+
+
+def test_folder_scans_take_what_ffmpeg_reads_and_an_empty_folder_writes_nothing(tmp_path, clips):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = _run([empty, "--out", tmp_path / "none.csv"])
+    assert done.returncode != 0 and "no audio files in" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "none.csv").exists()
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not audio")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", clips[0], "-c:a", "aac", str(folder / "clip.mp4")], check=True)
+    done = _run([folder, "--out", tmp_path / "media.csv"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "skipped 1 files without an audio extension" in done.stderr
+    (row,) = read_csv(tmp_path / "media.csv")
+    assert row["path"].endswith("clip.mp4") and row["error"] == ""

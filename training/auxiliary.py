@@ -22,7 +22,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from modeling import SERModel, load_audio
 
-from .files import atomic_path
+from modeling.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

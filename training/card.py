@@ -222,7 +222,7 @@ if __name__ == "__main__":
     import sys
     from pathlib import Path
 
-    from .files import write_text_atomic
+    from modeling.files import write_text_atomic
 
     for folder in map(Path, sys.argv[1:]):
         write_text_atomic(folder / "README.md", render_card(json.loads((folder / "all_results.json").read_text())))

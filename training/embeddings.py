@@ -15,7 +15,7 @@ from transformers import TrainingArguments
 
 from modeling import SERModel
 
-from .files import atomic_path
+from modeling.files import atomic_path
 
 EMBEDDINGS_VERSION = "2"
 

@@ -14,7 +14,7 @@ from .card import metrics_table, per_corpus_table
 from .data import preprocess
 from .embeddings import pads_alike_inference
 from .experiment import PadCollator, evaluate_split, load_records, make_splits, subsample
-from .files import write_json_atomic, write_text_atomic
+from modeling.files import write_json_atomic, write_text_atomic
 from .metrics import plot_confusion_matrix
 from .sources import DataError
 

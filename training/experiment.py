@@ -22,7 +22,7 @@ from .auxiliary import FEATURE_SET, AuxiliaryTargetModel, egemaps_functionals, s
 from .checkpoints import check_checkpoint_fits, pick_resume_checkpoint, save_final_model
 from .data import cache_root, drop_duplicates
 from .embeddings import cached_embeddings
-from .files import write_json_atomic
+from modeling.files import write_json_atomic
 from .metrics import compute_metrics, full_report, plot_confusion_matrix
 from .sources import (
     DataError,

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import yaml
 
+from modeling.audio import AUDIO_EXTENSIONS
+
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".webm", ".m4a", ".aac", ".aif", ".aiff"}
 SEXES = ("male", "female")
 
 

@@ -23,6 +23,12 @@ SAMPLING_RATE = 16_000
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 
+# What folder scans pick up: everything libsndfile or FFmpeg decodes, video containers included (their audio
+# track is used). A file named explicitly is tried whatever its extension.
+AUDIO_EXTENSIONS = frozenset(
+    ".wav .flac .mp3 .ogg .oga .opus .webm .m4a .aac .aif .aiff .mp4 .mkv .mka .mov .wma .amr .3gp .caf .au".split()
+)
+
 MIN_DURATION_S = 0.1
 # What a header of sound audio can declare. Outside these the file is damaged or crafted, and honouring it could
 # take gigabytes: a few hundred kilobytes that claim a 1 Hz rate resample into billions of samples.
@@ -55,7 +61,8 @@ def _open(source: AudioSource) -> tuple[str | io.BytesIO, str]:
             raise AudioError(f"{path}: no such file")
         if os.path.isdir(path):
             raise AudioError(f"{path}: is a folder, not an audio file")
-        if os.path.getsize(path) == 0:
+        # Only a regular file's size means anything: a pipe or device reports 0 and is read like any stream.
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
             raise AudioError(f"{name}: the file is empty (0 bytes)")
         return path, name
     data = bytes(source) if isinstance(source, (bytes, bytearray)) else source.read()
@@ -128,7 +135,7 @@ def decode_audio(source: AudioSource, max_duration_s: float | None = DEFAULT_MAX
             file.seek(0)
         try:
             return decoder(file, name, max_duration_s)
-        except AudioError:
+        except (AudioError, MemoryError):  # the input's fault, or this process's: another decoder will not help
             raise
         except Exception as err:  # each decoder has its own error types; any failure means "try the next"
             errors.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
