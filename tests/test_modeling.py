@@ -203,3 +203,105 @@ def test_bundled_checkpoint_carries_current_code():
     folder = BUNDLED
     for name in ("audio.py", "configuration_ser.py", "feature_extraction_ser.py", "modeling_ser.py"):
         assert (folder / name).read_text() == (REPO / "modeling" / name).read_text(), name
+
+
+class SERModelTester:
+    """A tiny config and real-speech inputs, in the style of transformers' `Wav2Vec2ModelTester`."""
+
+    num_labels = 4
+    batch_size = 3
+
+    def __init__(self, waves):
+        self.waves = waves[: self.batch_size]
+
+    def get_config(self, **kwargs) -> SERConfig:
+        labels = ("neutral", "happy", "sad", "angry")[: self.num_labels]
+        return SERConfig(backbone_config=tiny_backbone(), **{**labelled(labels), **kwargs})
+
+    def prepare_inputs(self, length: int = 16000):
+        """Clips of 1/4, 1/2 and 1 x `length` samples, zero-padded to `length`, with their attention mask."""
+        lengths = [length // 4, length // 2, length]
+        values = torch.zeros(self.batch_size, length)
+        mask = torch.zeros(self.batch_size, length, dtype=torch.long)
+        for i, (wave, n) in enumerate(zip(self.waves, lengths)):
+            values[i, :n] = torch.from_numpy(SERFeatureExtractor.normalize(wave[:n]))
+            mask[i, :n] = 1
+        return values, mask, lengths, torch.tensor([0, 1, 3])
+
+
+@pytest.fixture(scope="module")
+def tester(waves):
+    return SERModelTester(waves)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "weighted_mean"])
+def test_forward_returns_what_the_backbone_is_asked_for(tester, pooling):
+    torch.manual_seed(0)
+    model = SERModel(tester.get_config(pooling=pooling, attn_implementation="eager")).eval()
+    values, mask, _, labels = tester.prepare_inputs()
+    with torch.no_grad():
+        plain = model(values, attention_mask=mask, labels=labels)
+        full = model(values, attention_mask=mask, labels=labels, output_hidden_states=True, output_attentions=True)
+        as_tuple = model(values, attention_mask=mask, labels=labels, return_dict=False)
+    assert plain.logits.shape == (tester.batch_size, tester.num_labels)
+    assert plain.hidden_states is None and not plain.attentions  # weighted pooling computes them, but was not asked
+    layers = model.config.backbone_config.num_hidden_layers
+    assert len(full.hidden_states) == layers + 1 and len(full.attentions) == layers
+    frames = model.backbone._get_feat_extract_output_lengths(values.shape[-1])
+    assert full.hidden_states[-1].shape == (tester.batch_size, frames, model.config.hidden_size)
+    assert full.attentions[0].shape == (tester.batch_size, 2, frames, frames)
+    torch.testing.assert_close(full.logits, plain.logits)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 2  # (loss, logits): None fields are left out
+    torch.testing.assert_close(as_tuple[0], plain.loss)
+    torch.testing.assert_close(as_tuple[1], plain.logits)
+
+
+def test_masked_loss_is_the_loss_of_the_unpadded_clips(tester):
+    torch.manual_seed(0)
+    model = SERModel(tester.get_config()).eval()
+    values, mask, lengths, labels = tester.prepare_inputs()
+    with torch.no_grad():
+        masked = model(values, attention_mask=mask, labels=labels).loss
+        unmasked = model(values, labels=labels).loss
+        alone = [model(values[i : i + 1, :n], labels=labels[i : i + 1]).loss for i, n in enumerate(lengths)]
+    assert not torch.isclose(masked, unmasked)  # padding frames would count without the mask
+    torch.testing.assert_close(masked, torch.stack(alone).mean(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_training_step_with_gradient_checkpointing_matches_one_without(tester):
+    values, mask, _, labels = tester.prepare_inputs()
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = SERModel(tester.get_config(freeze_feature_encoder=False))
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        assert model.backbone.is_activation_checkpointing == checkpointing
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        loss = model(values, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        optimizer.step()
+        assert all(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in grads)
+        results.append((loss.detach(), grads))
+    (loss, grads), (loss_ckpt, grads_ckpt) = results
+    assert any(n.startswith("backbone.encoder") for n in grads) and grads.keys() == grads_ckpt.keys()
+    torch.testing.assert_close(loss_ckpt, loss)
+    for name, grad in grads.items():  # recomputing activations gives the same gradients
+        torch.testing.assert_close(grads_ckpt[name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_sdpa_and_eager_attention_agree(tester, tmp_path):
+    torch.manual_seed(0)
+    SERModel(tester.get_config()).save_pretrained(tmp_path)
+    values, mask, _, _ = tester.prepare_inputs()
+    outputs = {}
+    for implementation in ("sdpa", "eager"):
+        model = SERModel.from_pretrained(tmp_path, attn_implementation=implementation).eval()
+        assert model.backbone.config._attn_implementation == implementation
+        with torch.no_grad():
+            outputs[implementation] = model(values, attention_mask=mask, output_hidden_states=True)
+    torch.testing.assert_close(outputs["sdpa"].logits, outputs["eager"].logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs["sdpa"].hidden_states[-1], outputs["eager"].hidden_states[-1], rtol=1e-4, atol=1e-5)

@@ -7,6 +7,7 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_ser import SERConfig
 
@@ -107,14 +108,18 @@ class SERModel(SERPreTrainedModel):
 
     def embed(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled backbone features, `(batch, num_pooled_layers, hidden)`: the input of [`SERModel.classify`]."""
+        return self._encode(input_values, attention_mask)[0]
+
+    def _encode(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs):
+        """Runs the backbone (`kwargs` go to it) and pools: `(pooled features, backbone outputs)`."""
         weighted = self.config.pooling == "weighted_mean"
         outputs = self.backbone(
             input_values,
             attention_mask=self._backbone_attention_mask(attention_mask),
-            output_hidden_states=weighted,
+            **{**kwargs, "output_hidden_states": weighted or bool(kwargs.get("output_hidden_states")), "return_dict": True},
         )
         hidden = torch.stack(outputs.hidden_states, dim=1) if weighted else outputs.last_hidden_state.unsqueeze(1)
-        return masked_mean(hidden, self._frame_mask(hidden.shape[-2], attention_mask))
+        return masked_mean(hidden, self._frame_mask(hidden.shape[-2], attention_mask)), outputs
 
     def _frame_mask(self, num_frames: int, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
         """1 for encoder frames computed from real samples. Padding is on the right, so a length comparison
@@ -139,6 +144,7 @@ class SERModel(SERPreTrainedModel):
             loss = nn.functional.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1))
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
+    @can_return_tuple
     def forward(
         self,
         input_values: torch.Tensor | None = None,
@@ -156,9 +162,20 @@ class SERModel(SERPreTrainedModel):
             Class indices; when given, the output holds the cross-entropy loss.
         pooled_embeddings (`torch.FloatTensor` of shape `(batch, num_pooled_layers, hidden)`, *optional*):
             Cached output of [`SERModel.embed`], used instead of running the backbone.
+        kwargs:
+            Passed on to the backbone, as in transformers' classifiers: `output_hidden_states` and
+            `output_attentions` (returned in the output's `hidden_states` and `attentions`), `mask_time_indices`.
+            `return_dict=False` returns a tuple.
         """
+        backbone_outputs = None
         if pooled_embeddings is None:
             if input_values is None:
                 raise ValueError("SERModel needs `input_values` or `pooled_embeddings`")
-            pooled_embeddings = self.embed(input_values, attention_mask)
-        return self.classify(pooled_embeddings, labels)
+            pooled_embeddings, backbone_outputs = self._encode(input_values, attention_mask, **kwargs)
+        output = self.classify(pooled_embeddings, labels)
+        if backbone_outputs is not None:
+            # Weighted pooling computes every hidden state; they are returned only when asked for, as in transformers.
+            wants_hidden = kwargs.get("output_hidden_states", self.config.output_hidden_states)
+            output.hidden_states = backbone_outputs.hidden_states if wants_hidden else None
+            output.attentions = backbone_outputs.attentions
+        return output
