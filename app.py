@@ -11,29 +11,13 @@ GRADIO_SERVER_NAME (which Spaces set), else Gradio's default (127.0.0.1).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import gradio as gr
-import pandas as pd
-import yaml
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
-
-from modeling import AudioError, load_audio, predict_long
-
-# Gradio's queue records the last GRADIO_ANALYTICS_MAX_EVENTS events (default 10,000) for its monitoring page and
-# rebuilds a pandas summary of all of them after every request: under steady load that record made the server's
-# memory grow with every request until it held 10,000, and made each request slower. The last 100 are plenty.
-# Read when the queue is created, so it is set before any demo is built; an operator's own value wins.
-os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
-
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = str(HERE / "checkpoints" / "tiny-ravdess-emodb")
-EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.flac"))
 
 
 @dataclass
@@ -42,6 +26,46 @@ class Limits:
     max_file_size: str = "25mb"
     concurrency: int = 2
     queue_size: int = 64
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    parser.add_argument("--model", default=os.environ.get("SER_MODEL", DEFAULT_MODEL), help="folder or Hub id")
+    parser.add_argument(
+        "--host", default=None, help="default: GRADIO_SERVER_NAME, else 127.0.0.1; 0.0.0.0 serves on every interface"
+    )
+    parser.add_argument("--port", type=int, default=None, help="default: GRADIO_SERVER_PORT, else 7860 or the next free port")
+    parser.add_argument("--share", action="store_true", help="open a public gradio.live link (off by default)")
+    parser.add_argument("--max-duration", type=float, default=Limits.max_duration_s, help="seconds of audio")
+    parser.add_argument("--max-file-size", default=Limits.max_file_size, help="upload limit, e.g. 25mb")
+    parser.add_argument("--concurrency", type=int, default=Limits.concurrency, help="predictions run at once")
+    return parser.parse_args(argv)
+
+
+# Run as a script, the flags set the limits; imported (as a Space or another host does), the defaults and
+# SER_MODEL do. Parsed before the heavy imports below, so that `--help` and flag errors answer at once.
+ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
+
+import asyncio  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+import gradio as gr  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification  # noqa: E402
+
+from modeling import AudioError, load_audio, predict_long  # noqa: E402
+from modeling.loading import ModelError, check_ser_model  # noqa: E402
+
+# Gradio's queue records the last GRADIO_ANALYTICS_MAX_EVENTS events (default 10,000) for its monitoring page and
+# rebuilds a pandas summary of all of them after every request: under steady load that record made the server's
+# memory grow with every request until it held 10,000, and made each request slower. The last 100 are plenty.
+# Read when the queue is created, so it is set before any demo is built; an operator's own value wins.
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
+
+EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.flac"))
 
 
 def model_note(model_id: str, num_labels: int) -> str:
@@ -75,6 +99,7 @@ class LimitedBlocks(gr.Blocks):
 
 
 def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> LimitedBlocks:
+    check_ser_model(model_id)  # a plain backbone would otherwise be served with a random head
     model = AutoModelForAudioClassification.from_pretrained(model_id).eval()
     feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -134,24 +159,12 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
     return demo
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=os.environ.get("SER_MODEL", DEFAULT_MODEL), help="folder or Hub id")
-    parser.add_argument(
-        "--host", default=None, help="default: GRADIO_SERVER_NAME, else 127.0.0.1; 0.0.0.0 serves on every interface"
-    )
-    parser.add_argument("--port", type=int, default=None, help="default: GRADIO_SERVER_PORT, else 7860 or the next free port")
-    parser.add_argument("--share", action="store_true", help="open a public gradio.live link (off by default)")
-    parser.add_argument("--max-duration", type=float, default=Limits.max_duration_s, help="seconds of audio")
-    parser.add_argument("--max-file-size", default=Limits.max_file_size, help="upload limit, e.g. 25mb")
-    parser.add_argument("--concurrency", type=int, default=Limits.concurrency, help="predictions run at once")
-    return parser.parse_args(argv)
-
-
-# Run as a script, the flags set the limits; imported (as a Space or another host does), the defaults and
-# SER_MODEL do. Either way this is the one demo, built once.
-ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-demo = build_demo(ARGS.model, Limits(ARGS.max_duration, ARGS.max_file_size, ARGS.concurrency))
+try:
+    demo = build_demo(ARGS.model, Limits(ARGS.max_duration, ARGS.max_file_size, ARGS.concurrency))
+except ModelError as err:
+    if __name__ != "__main__":
+        raise
+    sys.exit(f"app.py: {err}")  # one line, not a traceback
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import sys
 
 from transformers import HfArgumentParser
 
+from modeling.loading import ModelError
 from training.args import DataArguments, EvaluationArguments
 from training.evaluation import evaluate_model, results_markdown
 from training.sources import DataError
@@ -27,7 +28,7 @@ from training.splits import SplitError
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((EvaluationArguments, DataArguments))
+    parser = HfArgumentParser((EvaluationArguments, DataArguments), allow_abbrev=False)
     eval_args, data_args = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     results = evaluate_model(eval_args, data_args)
@@ -38,6 +39,6 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (DataError, SplitError) as err:
+    except (DataError, SplitError, ModelError) as err:
         logging.getLogger("evaluate").error("%s", err)
         sys.exit(2)

@@ -31,13 +31,14 @@ import soundfile as sf
 import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from modeling import AudioError, SERConfig, predict_long
+from modeling import AudioError, predict_long
 from modeling.audio import AUDIO_EXTENSIONS
 from modeling.batch import Decoded, DecoderPool, ResultsCSV
 from modeling.fast import quantize_int8
 from modeling.inference import probabilities
+from modeling.loading import ModelError, check_ser_model
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravdess-emodb")
 
@@ -106,17 +107,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_model(name: str) -> None:
-    config = AutoConfig.from_pretrained(name)
-    if not isinstance(config, SERConfig):
-        # Its feature extractor has no denoising, window policy or checks of this project: every file would fail.
-        raise SystemExit(
-            f"{name} is a {config.model_type} model, not a speech emotion model of this project: predict.py needs "
-            "this project's feature extractor; for other audio classifiers use "
-            "transformers.pipeline('audio-classification', model=...)"
-        )
-
-
 def load_model(name: str, dtype: str, device: torch.device):
     model = AutoModelForAudioClassification.from_pretrained(name).eval()
     if dtype == "int8":
@@ -165,14 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         raise SystemExit(f"no audio files in {' '.join(args.paths)}: nothing to classify, {args.out} not written")
 
+    try:
+        check_ser_model(args.model)
+    except ModelError as err:
+        raise SystemExit(f"predict.py: {err}") from None
     # torchrun and `accelerate launch` set the process group up through the environment; alone, one process.
     # The long timeout: processes wait for each other at the end, after shares that may differ by hours.
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=datetime.timedelta(hours=24))
-    check_model(args.model)
     fe = AutoFeatureExtractor.from_pretrained(args.model)
-    # Started first: the decoders' start-up overlaps the model load and the scan of file headers below.
-    pool = DecoderPool(fe, args.workers, args.file_timeout_s, args.worker_memory_gb or None)
-    with pool:
+    with DecoderPool(fe, args.workers, args.file_timeout_s, args.worker_memory_gb or None) as pool:
         model = load_model(args.model, args.dtype, state.device)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         header = columns(labels)

@@ -11,7 +11,8 @@
     accelerate launch --num_processes 2 train.py configs/wav2vec2-base.yaml ...
 
 Labels come from the data (sorted label names, or a ClassLabel's order), optionally through --label_map.
-Arguments come from flags, from a YAML/JSON file, or from a file followed by overriding flags.
+Arguments come from flags, from a YAML/JSON file, or from a file followed by overriding flags (relative paths,
+in a file or not, are relative to the folder the command runs in).
 """
 
 from __future__ import annotations
@@ -45,11 +46,13 @@ from training.sources import DataError
 from training.splits import SplitError
 
 logger = logging.getLogger("train")
+# `--help` opens with the examples above, before the hundreds of Trainer flags.
+USAGE = "%(prog)s [CONFIG.yaml] [--flag VALUE ...]\n" + __doc__
 
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    model_args, data_args, training_args = parse_train_args(argv)
+    model_args, data_args, training_args = parse_train_args(argv, usage=USAGE)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if training_args.should_log else logging.WARNING,

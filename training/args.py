@@ -3,11 +3,14 @@ YAML/JSON file, or a file followed by flags that override it."""
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+
+from modeling.loading import ModelError, check_backbone_config, resolve_model_path
 
 
 @dataclass
@@ -135,16 +138,27 @@ def _file_args(path: str) -> list[str]:
     return args
 
 
-def parse(dataclass_types: tuple, argv: list[str]):
-    """CLI flags, or a YAML/JSON file optionally followed by flags that override it."""
-    parser = HfArgumentParser(dataclass_types)
+def parse(dataclass_types: tuple, argv: list[str], usage: str | None = None):
+    """CLI flags, or a YAML/JSON file optionally followed by flags that override it. `usage` (the script's
+    examples) opens `--help`, before the hundreds of flags."""
+    # No abbreviations: `--num_train_epoch 3` must be an error, not a silent match of some longer flag.
+    parser = HfArgumentParser(dataclass_types, allow_abbrev=False, usage=usage)
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         argv = _file_args(argv[0]) + list(argv[1:])
-    return parser.parse_args_into_dataclasses(args=argv)
+    *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if unknown:
+        flags = [f for action in parser._actions for f in action.option_strings]
+        hints = []
+        for flag in (u.split("=")[0] for u in unknown if u.startswith("--")):
+            match = difflib.get_close_matches(flag, flags, n=1)
+            if match:
+                hints.append(f"{flag}: did you mean {match[0]}?")
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}" + ("\n" + "\n".join(hints) if hints else ""))
+    return tuple(parsed)
 
 
-def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
-    return parse((ModelArguments, DataArguments, TrainingArguments), argv)
+def parse_train_args(argv: list[str], usage: str | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    return parse((ModelArguments, DataArguments, TrainingArguments), argv, usage)
 
 
 class ArgumentsError(ValueError):
@@ -171,6 +185,15 @@ def check_train_args(model_args: ModelArguments, data_args: DataArguments, train
             "--augment draws each epoch's augmentation from the epoch number, which persistent data-loader workers "
             "would never see change: leave out --dataloader_persistent_workers"
         )
+    try:
+        if model_args.backbone_config:
+            check_backbone_config(json.loads(model_args.backbone_config))
+        else:
+            resolve_model_path(model_args.model_name_or_path)
+    except json.JSONDecodeError as err:
+        raise ArgumentsError(f"--backbone_config is not valid JSON: {err}") from None
+    except ModelError as err:
+        raise ArgumentsError(str(err)) from None
     if model_args.freeze_backbone and model_args.augment:
         raise ArgumentsError("--augment needs a live backbone: the frozen mode trains on embeddings computed once")
     if model_args.freeze_backbone and model_args.auxiliary_egemaps_weight > 0:

@@ -25,7 +25,7 @@ def check_checkpoint(path: str) -> None:
 
     folder = Path(path)
     if not folder.is_dir():
-        raise CheckpointError(f"checkpoint {folder}: no such folder")
+        raise CheckpointError(f"checkpoint {folder}: no such folder ({Path(folder).resolve()})")
     try:
         json.loads((folder / "trainer_state.json").read_text())
         weights = sorted(folder.glob("*.safetensors"))

@@ -14,6 +14,7 @@ from .card import metrics_table, per_corpus_table
 from .data import preprocess
 from .embeddings import pads_alike_inference
 from .experiment import PadCollator, evaluate_split, load_records, make_splits, subsample
+from modeling.loading import check_ser_model
 from modeling.files import write_json_atomic, write_text_atomic
 from .metrics import plot_confusion_matrix
 from .sources import DataError
@@ -22,6 +23,7 @@ logger = logging.getLogger("evaluate")
 
 
 def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments) -> dict:
+    check_ser_model(eval_args.model_name_or_path)
     model = AutoModelForAudioClassification.from_pretrained(eval_args.model_name_or_path).eval()
     feature_extractor = AutoFeatureExtractor.from_pretrained(eval_args.model_name_or_path)
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]

@@ -96,5 +96,5 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: str 
     ax.set_title(textwrap.fill(title, 80), fontsize=8)  # a long split summary wraps instead of being cut off
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp)
+        fig.savefig(tmp, bbox_inches="tight", pad_inches=0.15)  # the image grows to hold every text, never cuts it
     plt.close(fig)

@@ -96,7 +96,7 @@ def _audio_files(root: Path) -> list[Path]:
 def _scan_named(root: str | os.PathLike, parse, flag: str, layout: str) -> tuple[list[dict], int]:
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{flag} {root}: no such folder")
+        raise DataError(f"{flag} {root}: no such folder ({Path(root).resolve()}; relative paths start from the folder the command runs in)")
     records, skipped = [], 0
     for path in _audio_files(root):
         info = parse(path.name)
@@ -127,7 +127,7 @@ def read_manifest(csv_path: str | os.PathLike) -> list[dict]:
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise DataError(f"--manifest {csv_path}: no such file")
+        raise DataError(f"--manifest {csv_path}: no such file ({Path(csv_path).resolve()})")
     corpus = csv_path.resolve().parent.name or csv_path.stem
     try:
         with open(csv_path, newline="", encoding="utf-8") as f:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils.generic import can_return_tuple
@@ -80,6 +80,13 @@ class SERModel(SERPreTrainedModel):
         Keyword arguments are `SERConfig` fields (`pooling`, `freeze_backbone`, ...); the head starts random.
         """
         hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+        saved, _ = PretrainedConfig.get_config_dict(backbone_name_or_path, **hub_kwargs)
+        if saved.get("model_type") == SERConfig.model_type:
+            raise ValueError(
+                f"{backbone_name_or_path} is already a speech emotion model of this project, not a backbone: load it "
+                f"with SERModel.from_pretrained({str(backbone_name_or_path)!r}) (new labels: add id2label=..., "
+                "ignore_mismatched_sizes=True), or continue training it with train.py --model_name_or_path"
+            )
         backbone = AutoModel.from_pretrained(backbone_name_or_path, **hub_kwargs)
         model = cls(SERConfig(backbone_config=backbone.config.to_dict(), **kwargs))
         model.backbone.load_state_dict(backbone.state_dict())
