@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what ser needs on a Debian/Ubuntu machine: FFmpeg (decoding, via torchcodec) and the pinned
-# Python packages. With --test, also Chromium for the browser tests.
+# Python packages, and this project's packages (editable). With --test, also Chromium and the test packages.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,4 +15,8 @@ if [ ${#packages[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
-python -m pip install -q --disable-pip-version-check -r requirements.txt
+requirements=(-r requirements.txt)
+[ "${1:-}" = "--test" ] && requirements+=(-r requirements-test.txt)
+python -m pip install -q --disable-pip-version-check "${requirements[@]}"
+# The packages themselves, editable: `import modeling` works from any folder, and edits here take effect.
+python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -89,3 +89,27 @@ def test_confusion_matrix_image_holds_its_whole_title(tmp_path):
         border = np.concatenate([image[:3].ravel(), image[-3:].ravel(), image[:, :3].ravel(), image[:, -3:].ravel()])
         assert border.min() > 0.95  # nothing drawn touches an edge: no text was cut off
         assert (image[: image.shape[0] // 8] < 0.5).any()  # and the title is there, at the top
+
+
+def test_pip_install_editable_makes_the_packages_importable_anywhere(tmp_path):
+    """`pip install -e .` through pyproject.toml, into a virtual environment that sees the installed pins (and
+    uses their pip and setuptools: a bare venv's bundled setuptools is too old for pyproject builds)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--disable-pip-version-check", "-e", str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = "import modeling, training.sources; print(modeling.__file__); print(modeling.SERConfig.model_type)"
+    done = subprocess.run([str(python), "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [str(REPO / "modeling" / "__init__.py"), "ser"]
+    # The declared dependencies are requirements.txt's pins.
+    from importlib.metadata import PathDistribution
+
+    (info,) = (tmp_path / "venv").glob("lib/python*/site-packages/ser-*.dist-info")
+    requires = {r for r in PathDistribution(info).requires if "extra ==" not in r}
+    pins = {line.split("#")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()}
+    assert requires == {p for p in pins if p}
