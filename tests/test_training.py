@@ -110,6 +110,7 @@ def test_frozen_backbone_mode_beats_chance_on_held_out_actors(tmp_path, cache_di
         cache_dir,
         "--freeze_backbone", "true",
         "--pooling", "weighted_mean",
+        "--max_clips", "600",
         "--num_train_epochs", "40",
         "--learning_rate", "0.003",
         "--eval_strategy", "no",
@@ -118,8 +119,9 @@ def test_frozen_backbone_mode_beats_chance_on_held_out_actors(tmp_path, cache_di
     )  # fmt: skip
     assert results["training"]["mode"].startswith("frozen backbone")
     assert results["split"]["speakers_overlap"] is False
-    # Chance is 0.125; on 240 test clips a random guesser exceeds 0.2 with probability < 0.1%.
-    assert results["test"]["accuracy"] > 0.2, results["test"]
+    # Chance is 0.125; on the ~120 test clips of 4 held-out actors a random guesser exceeds 0.22 with
+    # probability ~0.1%.
+    assert results["test"]["clips"] >= 100 and results["test"]["accuracy"] > 0.22, results["test"]
     assert results["training"]["embedding_time_s"] > 0
 
 
