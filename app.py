@@ -103,6 +103,7 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
     model = AutoModelForAudioClassification.from_pretrained(model_id).eval()
     feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    threshold = model.config.uncertainty_threshold
 
     # Predictions run on a fixed set of threads that live as long as the server, not on whichever of Gradio's
     # worker threads is free: those come and go, and every new thread that runs torch sets up its own OpenMP
@@ -130,7 +131,16 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
                     for label in labels
                 ]
             )
-        return result.scores, gr.LinePlot(value=timeline, visible=timeline is not None)
+        return result.scores, gr.LinePlot(value=timeline, visible=timeline is not None), confidence_note(result.scores)
+
+    def confidence_note(scores: dict[str, float]) -> str:
+        top = max(scores, key=scores.get)
+        if scores[top] < threshold:
+            return (
+                f"**Uncertain**: the top label, {top}, has probability {scores[top]:.2f}, below {threshold:g} "
+                "(calibrated: the model is more likely wrong than right here)."
+            )
+        return f"Top label {top}, probability {scores[top]:.2f} (at least {threshold:g}: not flagged as uncertain)."
 
     # Uploads and recordings are deleted from the server's cache two hours after upload (checked hourly).
     with LimitedBlocks(title="Speech emotion recognition", delete_cache=(3600, 7200)) as demo:
@@ -148,12 +158,13 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
                 submit = gr.Button("Recognize emotion", variant="primary")
             with gr.Column():
                 label = gr.Label(num_top_classes=len(labels), label="Emotion probabilities")
+                note = gr.Markdown()
                 timeline = gr.LinePlot(
                     x="time (s)", y="probability", color="emotion", y_lim=[0, 1], label="Timeline", visible=False
                 )
         if EXAMPLES:
             gr.Examples(examples=EXAMPLES, inputs=audio, label="Examples (RAVDESS actors 14 and 15, not in the bundled model's training data)")
-        submit.click(predict, inputs=audio, outputs=[label, timeline], api_name="predict")
+        submit.click(predict, inputs=audio, outputs=[label, timeline, note], api_name="predict")
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     demo.max_upload_size = limits.max_file_size
     return demo

@@ -8,7 +8,8 @@
 Data flags are train.py's, given as flags (--data_dir, --emodb_dir, --manifest, --dataset_name, --label_map,
 split flags and --seed; a training YAML config is not read here).
 --part test evaluates the test part of the split those flags and --seed draw (the run's own test speakers);
-the default evaluates every clip. Clips whose labels the model does not have are counted and left out.
+the default evaluates every clip. --part validation --fit_temperature calibrates the model: it fits the
+temperature on the run's validation speakers and saves it in the model's config.json (and card). Clips whose labels the model does not have are counted and left out.
 Writes OUTPUT_DIR/eval_results.json (accuracy, f1_macro, ..., per_corpus), the confusion matrix and
 eval_results.md.
 """
@@ -16,6 +17,7 @@ eval_results.md.
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 
 from transformers import HfArgumentParser
@@ -29,9 +31,10 @@ from training.splits import SplitError
 
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((EvaluationArguments, DataArguments), allow_abbrev=False)
-    eval_args, data_args = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    eval_args, data_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    results = evaluate_model(eval_args, data_args)
+    results = evaluate_model(eval_args, data_args, command="python evaluate.py " + shlex.join(argv))
     print(results_markdown(results))
     return results
 

@@ -12,7 +12,8 @@ length; files longer than the model's window (`window_s` in its preprocessor con
 windows, exactly as the pipeline and the demo do. Under `torchrun` or `accelerate launch` the files are split
 across the processes (one per GPU, or CPU processes), which append to the same CSV.
 
-Columns: path, label, score, one probability per label of the model (its `id2label`), duration_s, error.
+Columns: path, label, score, uncertain (true when the score is below the model's `uncertainty_threshold`, 0.5
+unless its config says otherwise), one probability per label of the model (its `id2label`), duration_s, error.
 Rows are appended as files are done, so a killed run loses only the files in flight, and a later run with the
 same --out skips the files already in the CSV (--retry_errors tries the failed ones again). Exit code: 0, or 1
 when every file failed; an error that is not a file's fault stops the run with a traceback. Models other than
@@ -45,7 +46,7 @@ DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravd
 
 def columns(labels: list[str]) -> list[str]:
     """The CSV header: one probability column per label of the model, in its `id2label` order."""
-    return ["path", "label", "score", *labels, "duration_s", "error"]
+    return ["path", "label", "score", "uncertain", *labels, "duration_s", "error"]
 
 
 def find_audio(paths: list[str]) -> tuple[list[str], int]:
@@ -73,12 +74,13 @@ def header_duration(path: str) -> float:
         return 0.0
 
 
-def result_row(path: str, scores: dict[str, float], duration: float) -> dict:
+def result_row(path: str, scores: dict[str, float], duration: float, threshold: float) -> dict:
     label = max(scores, key=scores.get)
     return {
         "path": path,
         "label": label,
         "score": f"{scores[label]:.6f}",
+        "uncertain": str(scores[label] < threshold).lower(),  # the model's uncertainty_threshold
         **{name: f"{p:.6f}" for name, p in scores.items()},
         "duration_s": f"{duration:.3f}",
         "error": "",
@@ -119,10 +121,14 @@ def load_model(name: str, dtype: str, device: torch.device):
 def classify(model, fe, decoded, store: ResultsCSV, labels: list[str], batch_size: int, progress) -> None:
     """Classifies files as their workers deliver them; rows reach the CSV after each batch."""
     batch: list[Decoded] = []
+    threshold = model.config.uncertainty_threshold
 
     def run_batch() -> None:
         probs = probabilities(model, fe.collate([d.features for d in batch], return_tensors="pt"))
-        rows = [result_row(d.path, dict(zip(labels, p.tolist())), len(d.wave) / fe.sampling_rate) for d, p in zip(batch, probs)]
+        rows = [
+            result_row(d.path, dict(zip(labels, p.tolist())), len(d.wave) / fe.sampling_rate, threshold)
+            for d, p in zip(batch, probs)
+        ]
         store.append(rows)
         progress.update(len(batch))
         batch.clear()
@@ -138,7 +144,7 @@ def classify(model, fe, decoded, store: ResultsCSV, labels: list[str], batch_siz
         else:
             try:
                 long = predict_long(model, fe, item.wave)
-                row = result_row(item.path, long.scores, long.duration_s)
+                row = result_row(item.path, long.scores, long.duration_s, threshold)
             except AudioError as err:
                 row = error_row(item.path, str(err))
         store.append([row])

@@ -144,8 +144,9 @@ class SERModel(SERPreTrainedModel):
         return pooled_embeddings[:, -1]
 
     def classify(self, pooled_embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
-        """Head and loss on pooled features `(batch, num_pooled_layers, hidden)`."""
-        logits = self.head(self.combine_layers(pooled_embeddings))
+        """Head and loss on pooled features `(batch, num_pooled_layers, hidden)`. The logits are divided by
+        `config.temperature` (1 until calibration), so every path to probabilities gets calibrated ones."""
+        logits = self.head(self.combine_layers(pooled_embeddings)) / self.config.temperature
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1))

@@ -71,7 +71,9 @@ def example():
 
 
 def confidences(result) -> dict[str, float]:
-    label, _timeline = result
+    label, _timeline, note = result
+    top = max(label["confidences"], key=lambda c: c["confidence"])
+    assert ("Uncertain" in note) == (top["confidence"] < 0.5)  # the bundled model's threshold
     scores = {c["label"]: c["confidence"] for c in label["confidences"]}
     assert sorted(scores) == sorted(bundled_labels())
     assert sum(scores.values()) == pytest.approx(1.0, abs=1e-4)
@@ -128,13 +130,13 @@ def test_long_audio_gets_a_timeline(client, example, tmp_path):
     wave, sr = sf.read(example, dtype="float32")
     path = tmp_path / "long.wav"
     sf.write(path, np.tile(wave, 4), sr)
-    label, timeline = client.predict(handle_file(str(path)), api_name="/predict")
+    label, timeline, _ = client.predict(handle_file(str(path)), api_name="/predict")
     assert timeline["visible"] is True
     rows = timeline["value"]["data"]
     times = sorted({r[0] for r in rows})
     assert len(times) >= 5 and times[-1] > 10
     assert {r[1] for r in rows} == set(bundled_labels())
-    _, short_timeline = client.predict(handle_file(str(example)), api_name="/predict")
+    _, short_timeline, _ = client.predict(handle_file(str(example)), api_name="/predict")
     assert short_timeline["visible"] is False
 
 

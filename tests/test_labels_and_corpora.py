@@ -17,7 +17,7 @@ import train
 from modeling import SERConfig, SERFeatureExtractor, SERModel
 from training.args import EvaluationArguments, ModelArguments, parse_train_args
 from training.data import drop_duplicates, preprocess
-from training.sources import scan_ravdess_folder
+from training.sources import DataError, scan_ravdess_folder
 from training.evaluation import evaluate_model
 from training.embeddings import extract_embeddings
 from training.experiment import PadCollator, build_model
@@ -88,9 +88,14 @@ def test_four_invented_labels_from_an_audiofolder(tmp_path, cache_dir, audiofold
     with open(csv_out, newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert reader.fieldnames == ["path", "label", "score", *labels, "duration_s", "error"]
+    assert reader.fieldnames == ["path", "label", "score", "uncertain", *labels, "duration_s", "error"]
     assert len(rows) == 2 and all(r["label"] in labels and r["error"] == "" for r in rows)
     assert all(sum(float(r[x]) for x in labels) == pytest.approx(1.0, abs=1e-4) for r in rows)
+
+
+def emodb_only_args(cache_dir):
+    flags = ["--emodb_dir", str(EMODB_DIR), "--max_clips", "120", "--preprocessing_cache_dir", cache_dir]
+    return parse_train_args(["--output_dir", "x", *flags])[1]
 
 
 def test_ravdess_and_emodb_in_one_run_and_evaluate_agrees(tmp_path, cache_dir):
@@ -121,9 +126,24 @@ def test_ravdess_and_emodb_in_one_run_and_evaluate_agrees(tmp_path, cache_dir):
     assert (tmp_path / "eval" / "confusion_matrix.png").exists()
     assert "| emodb |" in (tmp_path / "eval" / "eval_results.md").read_text()
 
+    # Calibrating a saved model afterwards: fitted on the run's validation speakers, saved, reported on its test ones.
+    before = json.loads((out / "config.json").read_text())["temperature"]
+    calibrated = evaluate_model(
+        EvaluationArguments(model_name_or_path=str(out), part="validation", fit_temperature=True, use_cpu=True),
+        parse_train_args(["--output_dir", "x", *data, "--preprocessing_cache_dir", cache_dir])[1],
+    )
+    calibration = calibrated["calibration"]
+    assert calibration["validation"]["clips"] == results["split"]["sizes"]["validation"]
+    assert calibration["test"]["clips"] == results["split"]["sizes"]["test"]
+    assert calibration["temperature"] == pytest.approx(before * calibration["fitted_factor"])
+    assert json.loads((out / "config.json").read_text())["temperature"] == pytest.approx(calibration["temperature"])
+    assert json.loads((out / "all_results.json").read_text())["calibration"] == calibration
+    assert "### Calibration" in (out / "README.md").read_text()
+    with pytest.raises(DataError, match="add --part validation"):
+        evaluate_model(EvaluationArguments(model_name_or_path=str(out), fit_temperature=True), emodb_only_args(cache_dir))
+
     # Labels the model does not have are counted and left out, with a warning.
-    emodb_flags = ["--emodb_dir", str(EMODB_DIR), "--max_clips", "120", "--preprocessing_cache_dir", cache_dir]
-    _, emodb_only, _ = parse_train_args(["--output_dir", "x", *emodb_flags])
+    emodb_only = emodb_only_args(cache_dir)
     evaluated = evaluate_model(EvaluationArguments(model_name_or_path=str(out), use_cpu=True), emodb_only)
     assert evaluated["data"]["left_out_unknown_labels"] == {"boredom": 81}  # counted over all 535 clips
     assert evaluated["clips"] == 120 and set(evaluated["per_corpus"]) == {"emodb"}  # then subsampled

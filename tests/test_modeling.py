@@ -305,3 +305,32 @@ def test_sdpa_and_eager_attention_agree(tester, tmp_path):
             outputs[implementation] = model(values, attention_mask=mask, output_hidden_states=True)
     torch.testing.assert_close(outputs["sdpa"].logits, outputs["eager"].logits, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(outputs["sdpa"].hidden_states[-1], outputs["eager"].hidden_states[-1], rtol=1e-4, atol=1e-5)
+
+
+def test_temperature_scales_the_logits_and_keeps_the_label(tester, tmp_path):
+    torch.manual_seed(0)
+    model = SERModel(tester.get_config()).eval()
+    values, mask, _, _ = tester.prepare_inputs()
+    with torch.no_grad():
+        plain = model(values, attention_mask=mask).logits
+        model.config.temperature = 2.0
+        model.save_pretrained(tmp_path)
+        warm = SERModel.from_pretrained(tmp_path).eval()(values, attention_mask=mask).logits
+    assert SERConfig.from_pretrained(tmp_path).temperature == 2.0
+    torch.testing.assert_close(warm, plain / 2.0)
+    assert torch.equal(warm.argmax(-1), plain.argmax(-1))
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        SERConfig(temperature=0.0)
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    from training.calibration import calibrate, expected_calibration_error, fit_temperature, softmax
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(4000, 8))
+    # Labels drawn from softmax(logits / 2.5): the logits are over-confident by a factor 2.5.
+    labels = np.array([rng.choice(8, p=p) for p in softmax(logits, 2.5)])
+    assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
+    report = calibrate((logits[:2000], labels[:2000]), (logits[2000:], labels[2000:]))
+    assert report["test"]["ece_after"] < report["test"]["ece_before"] / 2  # on data it was not fitted on
+    assert expected_calibration_error(softmax(logits, 2.5), labels) < 0.05 < expected_calibration_error(softmax(logits), labels)

@@ -84,6 +84,7 @@ def test_predict_csv_equals_pipeline_and_resumes(clips, tmp_path):
         expected = {r["label"]: r["score"] for r in classifier(path)}
         assert {e: float(row[e]) for e in bundled_labels()} == pytest.approx(expected, abs=1e-5)
         assert row["label"] == max(expected, key=expected.get)
+        assert row["uncertain"] == ("true" if float(row["score"]) < 0.5 else "false")  # the bundled model's threshold
         assert float(row["duration_s"]) == pytest.approx(sf.info(path).duration, abs=1e-3)
 
 

@@ -117,7 +117,18 @@ class EvaluationArguments:
     model_name_or_path: str = field(metadata={"help": "A saved SER model (folder or Hub id)."})
     part: str = field(
         default="all",
-        metadata={"help": "'all' clips of the sources, or 'test': the test part of the split that the data flags draw."},
+        metadata={
+            "help": "'all' clips of the sources, or 'test' / 'validation': that part of the split the data flags and "
+            "--seed draw (a run's own, with its flags)."
+        },
+    )
+    fit_temperature: bool = field(
+        default=False,
+        metadata={
+            "help": "With --part validation: fit the temperature (calibration) on the validation part, save it in the "
+            "model's config.json, report the calibration error before/after on the test part, and add that to the "
+            "folder's all_results.json and card."
+        },
     )
     output_dir: str | None = field(default=None, metadata={"help": "Writes eval_results.json, the confusion matrix and a table."})
     batch_size: int = field(default=16)

@@ -98,6 +98,35 @@ def _per_corpus_kfold_table(per_corpus: dict) -> str:
     return "\n### Per corpus (mean ± std over the folds that tested it)\n\n" + "\n".join(lines) + "\n"
 
 
+def calibration_section(results: dict) -> str:
+    """Temperature scaling's effect: expected calibration error before and after, on validation and test."""
+    runs = results.get("calibration")
+    if not runs:
+        return ""
+    runs = runs if isinstance(runs, list) else [runs]
+    threshold = results["model"].get("uncertainty_threshold", 0.5)
+    rows = ["| part | clips | ECE before | ECE after | NLL before | NLL after |", "|---|---|---|---|---|---|"]
+    for part in ("validation", "test"):
+        for i, run in enumerate(runs):
+            name = part if len(runs) == 1 else f"{part}, fold {i}"
+            m = run[part]
+            rows.append(
+                f"| {name} | {m['clips']} | {m['ece_before']:.3f} | {m['ece_after']:.3f} | {m['nll_before']:.3f} | {m['nll_after']:.3f} |"
+            )
+    temperatures = ", ".join(f"{r['temperature']:.3f}" for r in runs)
+    command = f" Command: `{runs[0]['command']}`." if runs[0].get("command") else " Fitted at the end of the training run (its command is below)."
+    return f"""
+### Calibration
+
+The probabilities are calibrated by temperature scaling, fitted on the validation speakers (temperature
+{temperatures}, stored in `config.json`; the predicted label does not change). Expected calibration error
+({runs[0]["ece_bins"]} bins) and negative log-likelihood before and after; the test speakers were not used to fit it.
+The demo and `predict.py` flag a prediction as uncertain when its top probability is below {threshold:g}.{command}
+
+{chr(10).join(rows)}
+"""
+
+
 def render_card(results: dict) -> str:
     """`results` is what train.py writes to all_results.json; every number on the card comes from it."""
     test = results["test"]
@@ -176,7 +205,7 @@ Split: {split_line}. {overlap}
 {scores}
 {per_class}
 Chance level for {len(labels)} balanced classes is {1 / len(labels):.3f} accuracy.{majority}
-
+{calibration_section(results)}
 ## Training
 
 - Command: `{train_info["command"]}`

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -10,7 +11,8 @@ import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, Trainer, TrainingArguments
 
 from .args import DataArguments, EvaluationArguments
-from .card import metrics_table, per_corpus_table
+from .calibration import calibrate, expected_calibration_error, softmax
+from .card import metrics_table, per_corpus_table, render_card
 from .data import preprocess
 from .embeddings import pads_alike_inference
 from .experiment import PadCollator, evaluate_split, load_records, make_splits, subsample
@@ -22,8 +24,16 @@ from .sources import DataError
 logger = logging.getLogger("evaluate")
 
 
-def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments) -> dict:
+def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, command: str | None = None) -> dict:
+    """Evaluates a saved model; `command` (the command line) is recorded with a fitted temperature."""
     check_ser_model(eval_args.model_name_or_path)
+    if eval_args.part not in ("all", "test", "validation"):
+        raise DataError(f"--part must be 'all', 'test' or 'validation', got {eval_args.part!r}")
+    if eval_args.fit_temperature and eval_args.part != "validation":
+        raise DataError(
+            "--fit_temperature fits on the validation speakers: add --part validation (with the run's data flags "
+            "and --seed, so that they are the run's own)"
+        )
     model = AutoModelForAudioClassification.from_pretrained(eval_args.model_name_or_path).eval()
     feature_extractor = AutoFeatureExtractor.from_pretrained(eval_args.model_name_or_path)
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -49,14 +59,13 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments) -> 
         records, feature_extractor, dict(model.config.label2id), data_args.preprocessing_cache_dir,
         data_args.preprocessing_num_workers,
     )  # fmt: skip
-    part, split_summary = features, "all clips of the sources"
-    if eval_args.part == "test":
+    parts = {"all": (features, "all clips of the sources")}
+    if eval_args.part != "all":
         splits = make_splits(features, data_args, eval_args.seed)
         if len(splits) != 1:
-            raise DataError("--part test needs a split with one test part (not --split kfold)")
-        part, split_summary = features.select(splits[0].test), splits[0].summary()
-    elif eval_args.part != "all":
-        raise DataError(f"--part must be 'all' or 'test', got {eval_args.part!r}")
+            raise DataError(f"--part {eval_args.part} needs a split with one {eval_args.part} part (not --split kfold)")
+        parts = {name: (features.select(getattr(splits[0], name)), splits[0].summary()) for name in ("validation", "test")}
+    part, split_summary = parts[eval_args.part]
 
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
@@ -70,8 +79,19 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments) -> 
             dataloader_pin_memory=False,
         )
         trainer = Trainer(model=model, args=args, data_collator=PadCollator(feature_extractor))
-        data = part.with_format("numpy", columns=["input_values", "label", "corpus"])
-        report = evaluate_split(trainer, data, model_labels)
+
+        def run(dataset):
+            return evaluate_split(trainer, dataset.with_format("numpy", columns=["input_values", "label", "corpus"]), model_labels)
+
+        report, (logits, y) = run(part)
+        report["ece"] = expected_calibration_error(softmax(logits), y)
+        calibration = None
+        if eval_args.fit_temperature:
+            _, test_logits = run(parts["test"][0])
+            calibration = {**calibrate((logits, y), test_logits), "command": command}
+            model.config.temperature *= calibration["fitted_factor"]
+            calibration["temperature"] = model.config.temperature
+            save_calibration(Path(eval_args.model_name_or_path), model.config, calibration)
     results = {
         "model": eval_args.model_name_or_path,
         "labels": model_labels,
@@ -82,9 +102,12 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments) -> 
             "left_out_unknown_labels": unknown,
             "data_labels": data_labels,
         },
+        "part": eval_args.part,
         "split": split_summary,
         **report,
     }
+    if calibration:
+        results["calibration"] = calibration
     if eval_args.output_dir:
         out = Path(eval_args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -95,11 +118,29 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments) -> 
     return results
 
 
+def save_calibration(folder: Path, config, calibration: dict) -> None:
+    """Writes the fitted temperature into the model folder's config.json and, where the folder has training
+    results, adds the calibration to them and to its card."""
+    if not (folder / "config.json").is_file():
+        raise DataError(f"{folder}: --fit_temperature writes the temperature into a local model folder's config.json")
+    config.save_pretrained(folder)
+    results_path = folder / "all_results.json"
+    if results_path.is_file():
+        results = json.loads(results_path.read_text())
+        results["calibration"] = calibration
+        write_json_atomic(results_path, results)
+        write_text_atomic(folder / "README.md", render_card(results))
+    logger.info(
+        "temperature %.3f saved in %s; test ECE %.3f -> %.3f", config.temperature, folder / "config.json",
+        calibration["test"]["ece_before"], calibration["test"]["ece_after"],
+    )  # fmt: skip
+
+
 def results_markdown(results: dict) -> str:
     return (
         f"# Evaluation of `{results['model']}`\n\n{results['data']['dataset']}: {results['data']['clips']} clips "
         f"({results['split']}).\n\n"
-        + metrics_table({"all" if results["split"].startswith("all") else "test": results})
+        + metrics_table({results["part"]: results})
         + "\n"
         + per_corpus_table(results.get("per_corpus", {}))
     )

@@ -19,6 +19,7 @@ from modeling import SERConfig, SERFeatureExtractor, SERModel
 from .args import ArgumentsError, DataArguments, ModelArguments
 from .augment import AugmentationConfig, AugmentedDataset, Augmenter, EpochCallback
 from .auxiliary import FEATURE_SET, AuxiliaryTargetModel, egemaps_functionals, standardize, unwrap
+from .calibration import calibrate
 from .checkpoints import check_checkpoint_fits, pick_resume_checkpoint, save_final_model
 from .data import cache_root, drop_duplicates
 from .embeddings import cached_embeddings
@@ -223,10 +224,12 @@ class PadCollator:
         return out
 
 
-def evaluate_split(trainer: Trainer, dataset, labels: list[str]) -> dict:
+def evaluate_split(trainer: Trainer, dataset, labels: list[str]) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    """The report of one part, and its (logits, labels) for calibration."""
     prediction = trainer.predict(dataset)
     y_pred = np.argmax(prediction.predictions, axis=-1)
-    return full_report(prediction.label_ids, y_pred, labels, corpora=list(dataset["corpus"]))
+    report = full_report(prediction.label_ids, y_pred, labels, corpora=list(dataset["corpus"]))
+    return report, (prediction.predictions, prediction.label_ids)
 
 
 def run_split(
@@ -298,8 +301,15 @@ def run_split(
     train_result = trainer.train(resume_from_checkpoint=resume)
     train_time = time.perf_counter() - start
 
-    validation = evaluate_split(trainer, parts["validation"], labels)
-    test = evaluate_split(trainer, parts["test"], labels)
+    validation, validation_logits = evaluate_split(trainer, parts["validation"], labels)
+    test, test_logits = evaluate_split(trainer, parts["test"], labels)
+    calibration = None
+    if len(parts["validation"]):
+        # Fitted on the validation speakers; the test speakers show whether it carries over to unseen ones.
+        calibration = calibrate(validation_logits, test_logits)
+        config = unwrap(trained_model).config
+        config.temperature *= calibration["fitted_factor"]  # the logits already include any earlier temperature
+        calibration["temperature"] = config.temperature
     run = {
         "split": split.describe(),
         "validation": validation,
@@ -309,6 +319,7 @@ def run_split(
         "embedding_time_s": embedding_time,
         "epochs_run": float(trainer.state.epoch or 0),
         "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
+        "calibration": calibration,
     }
     if trainer.is_world_process_zero():
         save_final_model(trainer, output_dir)  # weights, config, preprocessor config and modeling code

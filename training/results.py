@@ -77,6 +77,7 @@ def assemble_results(
             "head_dropout": config.head_dropout,
             "num_labels": config.num_labels,
             "pooling": config.pooling,
+            "uncertainty_threshold": config.uncertainty_threshold,
             "parameters": sum(p.numel() for p in model.parameters()),
         },
         "preprocessing": feature_extractor.to_dict(),
@@ -102,6 +103,7 @@ def assemble_results(
     if len(runs) == 1:
         run = runs[0]
         results.update(split=run["split"], split_summary=run["split"]["summary"], validation=run["validation"], test=run["test"])
+        results["calibration"] = run.get("calibration")
     else:
         mean, std = mean_std(runs)
         results.update(
@@ -112,4 +114,6 @@ def assemble_results(
             test_per_corpus=per_corpus_mean_std(runs),
             folds=[{k: r[k] for k in ("split", "validation", "test")} for r in runs],
         )
+        if all(r.get("calibration") for r in runs):
+            results["calibration"] = [r["calibration"] for r in runs]
     return results

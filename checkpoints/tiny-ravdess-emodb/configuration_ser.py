@@ -29,6 +29,13 @@ class SERConfig(PretrainedConfig):
             Keep the convolutional feature encoder fixed during training (standard for wav2vec2 fine-tuning).
         freeze_backbone (`bool`, *optional*, defaults to `False`):
             Keep the whole backbone fixed and train the head (and layer weights) only.
+        temperature (`float`, *optional*, defaults to 1.0):
+            The logits are divided by it (temperature scaling), so that the probabilities are calibrated: `train.py`
+            fits it on the validation split after training (`evaluate.py --fit_temperature` on a saved model). The
+            predicted label does not depend on it.
+        uncertainty_threshold (`float`, *optional*, defaults to 0.5):
+            The demo and `predict.py` flag a prediction as uncertain when its top (calibrated) probability is below
+            this: at 0.5, the model is then more likely wrong than right.
         id2label (`dict[int, str]`, *optional*):
             The model's labels, taken from the training data (`train.py` sets them). Without labels (and without
             `num_labels`), the config gets transformers' two placeholders `LABEL_0`, `LABEL_1`: no dataset's label
@@ -44,10 +51,14 @@ class SERConfig(PretrainedConfig):
     pooling: Literal["mean", "weighted_mean"] = "mean"
     freeze_feature_encoder: bool = True
     freeze_backbone: bool = False
+    temperature: float = 1.0
+    uncertainty_threshold: float = 0.5
 
     def __post_init__(self, **kwargs):
         if self.id2label is not None and self.label2id is None:
             self.label2id = {label: int(i) for i, label in self.id2label.items()}
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
         super().__post_init__(**kwargs)
