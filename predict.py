@@ -15,7 +15,9 @@ across the processes (one per GPU, or CPU processes), which append to the same C
 Columns: path, label, score, uncertain (true when the score is below the model's `uncertainty_threshold`, 0.5
 unless its config says otherwise), one probability per label of the model (its `id2label`), duration_s, error.
 Rows are appended as files are done, so a killed run loses only the files in flight, and a later run with the
-same --out skips the files already in the CSV (--retry_errors tries the failed ones again). Exit code: 0, or 1
+same --out skips the files already in the CSV (--retry_errors tries the failed ones again). --timeline adds a JSON
+line per classified piece of each file: its speech segments (long files) or the whole file (one window or less).
+Audio without speech gets an error row ("no speech found"). Exit code: 0, or 1
 when every file failed; an error that is not a file's fault stops the run with a traceback. Models other than
 this project's are refused at start.
 """
@@ -36,10 +38,11 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from modeling import AudioError, predict_long
 from modeling.audio import AUDIO_EXTENSIONS
-from modeling.batch import Decoded, DecoderPool, ResultsCSV
+from modeling.batch import Decoded, DecoderPool, ResultsCSV, TimelineJSONL
 from modeling.fast import quantize_int8
 from modeling.inference import probabilities
 from modeling.loading import ModelError, check_ser_model
+from modeling.speech import NoSpeechError, detect_speech
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravdess-emodb")
 
@@ -106,6 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--worker_memory_gb", type=float, default=8.0, help="memory each decoder process may use for audio (0: no limit)"
     )
     parser.add_argument("--retry_errors", action="store_true", help="classify again the files with an error row")
+    parser.add_argument(
+        "--timeline", default=None, help="also write a JSON line per speech segment (or window) of each file to this file"
+    )
     return parser.parse_args(argv)
 
 
@@ -118,22 +124,30 @@ def load_model(name: str, dtype: str, device: torch.device):
     return model.to(device)
 
 
-def classify(model, fe, decoded, store: ResultsCSV, labels: list[str], batch_size: int, progress) -> None:
-    """Classifies files as their workers deliver them; rows reach the CSV after each batch."""
+def classify(model, fe, decoded, store: ResultsCSV, labels: list[str], batch_size: int, progress, timeline=None) -> None:
+    """Classifies files as their workers deliver them; rows reach the CSV after each batch (and the timeline
+    lines of a file before its row)."""
     batch: list[Decoded] = []
     threshold = model.config.uncertainty_threshold
 
     def run_batch() -> None:
         probs = probabilities(model, fe.collate([d.features for d in batch], return_tensors="pt"))
-        rows = [
-            result_row(d.path, dict(zip(labels, p.tolist())), len(d.wave) / fe.sampling_rate, threshold)
-            for d, p in zip(batch, probs)
-        ]
+        rows = []
+        for d, p in zip(batch, probs):
+            scores, duration = dict(zip(labels, p.tolist())), len(d.wave) / fe.sampling_rate
+            if timeline:
+                timeline.append(d.path, [(0.0, duration, scores)])
+            rows.append(result_row(d.path, scores, duration, threshold))
         store.append(rows)
         progress.update(len(batch))
         batch.clear()
 
     for item in decoded:
+        if item.features is not None and fe.speech_detection:
+            try:  # the long files' check is in predict_long
+                detect_speech(item.wave, fe.sampling_rate, os.path.basename(item.path))
+            except NoSpeechError as err:
+                item = Decoded(item.path, error=str(err))
         if item.features is not None:
             batch.append(item)
             if len(batch) == batch_size:
@@ -144,6 +158,8 @@ def classify(model, fe, decoded, store: ResultsCSV, labels: list[str], batch_siz
         else:
             try:
                 long = predict_long(model, fe, item.wave)
+                if timeline:
+                    timeline.append(item.path, [(w.start_s, w.end_s, w.scores) for w in long.windows if w.scores])
                 row = result_row(item.path, long.scores, long.duration_s, threshold)
             except AudioError as err:
                 row = error_row(item.path, str(err))
@@ -177,9 +193,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.model}: a label is named like a CSV column ({labels}); rename it in the model's config")
 
         store = ResultsCSV(args.out, header)
+        timeline = TimelineJSONL(args.timeline) if args.timeline else None
         with state.main_process_first():
             if state.is_main_process:
                 store.repair(retry_errors=args.retry_errors)
+                if timeline:
+                    timeline.repair({r["path"] for r in store.rows()})
             done = {r["path"]: r["error"] for r in store.rows()}
         # Every process sorts the same list the same way and takes every n-th file: shares of similar length.
         files.sort(key=lambda p: (header_duration(p), p))
@@ -192,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         progress = tqdm(total=len(todo), unit="file", desc="Classifying", disable=not state.is_local_main_process)
-        classify(model, fe, pool.map(todo), store, labels, args.batch_size, progress)
+        classify(model, fe, pool.map(todo), store, labels, args.batch_size, progress, timeline)
         progress.close()
 
     state.wait_for_everyone()

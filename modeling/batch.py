@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -238,6 +239,49 @@ class DecoderPool:
                 worker.stop(kill=True)
 
 
+def _append_locked(path: Path, text: str) -> None:
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)  # one writer at a time: lines of several processes never interleave
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class TimelineJSONL:
+    """One JSON line per classified piece of each file (`path`, `start_s`, `end_s`, `label`, `scores`), written
+    before the file's CSV row, so that a file in the CSV always has its whole timeline."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def repair(self, done: set[str]) -> None:
+        """Before a run (main process only): drops the lines of files that have no CSV row (a killed run's, or
+        failed rows being retried), which will be written again."""
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = []
+        for line in lines:
+            try:
+                if line.endswith("\n") and json.loads(line)["path"] in done:
+                    keep.append(line)
+            except (ValueError, KeyError):
+                pass  # a line cut short by a kill
+        if len(keep) != len(lines):
+            write_text_atomic(self.path, "".join(keep))
+
+    def append(self, path: str, pieces: list[tuple[float, float, dict[str, float]]]) -> None:
+        lines = [
+            json.dumps({"path": path, "start_s": round(start, 3), "end_s": round(end, 3), "label": max(scores, key=scores.get), "scores": scores})
+            for start, end, scores in pieces
+        ]
+        if lines:
+            _append_locked(self.path, "\n".join(lines) + "\n")
+
+
 class ResultsCSV:
     """A CSV of results that grows by whole rows: appended under an exclusive lock, flushed and synced."""
 
@@ -284,9 +328,4 @@ class ResultsCSV:
             return
         buffer = io.StringIO()
         csv.DictWriter(buffer, fieldnames=self.header).writerows(rows)
-        with open(self.path, "a", newline="", encoding="utf-8") as f:
-            if fcntl is not None:
-                fcntl.flock(f, fcntl.LOCK_EX)  # one writer at a time: rows of several processes never interleave
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
+        _append_locked(self.path, buffer.getvalue())

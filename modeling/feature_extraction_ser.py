@@ -39,10 +39,16 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
             recordings.
         window_s (`float`, *optional*, defaults to 5.0):
             The inference policy, one for the pipeline, `predict.py` and the demo (`modeling.predict_long`):
-            audio up to `window_s` is classified in one pass; longer audio in `window_s` windows every `hop_s`,
-            whose probabilities are averaged. 5 s holds a typical acted utterance (3-5 s).
+            audio up to `window_s` is classified in one pass; longer audio by its speech segments (with
+            `speech_detection`; segments longer than `window_s` in `window_s` windows every `hop_s`), or else in
+            `window_s` windows every `hop_s`; the probabilities are averaged, weighted by duration. 5 s holds a
+            typical acted utterance (3-5 s).
         hop_s (`float`, *optional*, defaults to 2.5):
             Step between windows (half a window: every moment is seen by two windows).
+        speech_detection (`bool`, *optional*, defaults to `True`):
+            Check for speech (Silero VAD, `modeling.speech`) before classifying a recording: audio without speech
+            (silence, noise, a tone, a DC offset) raises `NoSpeechError`, and long audio is classified by speech
+            segments. Not applied to training clips, which are speech by construction.
     """
 
     model_input_names = ["input_values", "attention_mask"]
@@ -60,6 +66,7 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
         max_duration_s: float = 60.0,
         window_s: float = 5.0,
         hop_s: float = 2.5,
+        speech_detection: bool = True,
         **kwargs,
     ):
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
@@ -73,6 +80,7 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"need 0 < hop_s <= window_s, got window_s={window_s}, hop_s={hop_s}")
         self.window_s = window_s
         self.hop_s = hop_s
+        self.speech_detection = speech_detection
 
     def denoise(self, wave: np.ndarray) -> np.ndarray:
         if not self.noise_reduction:

@@ -84,7 +84,12 @@ def make_cases(root: Path, speech: np.ndarray, long_file: bool = True) -> list[C
     add("nan.wav", _same("NaN or infinite"), wav(np.r_[speech[:SR], np.nan].astype(np.float32), subtype="FLOAT"))
     add("inf.wav", _same("NaN or infinite"), wav(np.r_[speech[:SR], np.inf].astype(np.float32), subtype="FLOAT"))
     t = np.arange(SR * 2) / SR
-    add("square_clipped.wav", _same("ok"), wav(np.sign(np.sin(2 * np.pi * 220 * t)).astype(np.float32)))
+    # Signal, but no speech: refused by speech detection, not given a confident emotion.
+    no_speech = "no speech found"
+    add("square_clipped.wav", _same(no_speech), wav(np.sign(np.sin(2 * np.pi * 220 * t)).astype(np.float32)))
+    add("tone_440hz.wav", _same(no_speech), wav((0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)))
+    add("dc_offset.wav", _same(no_speech), wav(np.full(SR * 2, 0.3, np.float32)))
+    add("white_noise.wav", _same(no_speech), wav((0.1 * np.random.default_rng(2).standard_normal(SR * 2)).astype(np.float32)))
     add("pcm_u8.wav", _same("ok"), wav(speech, subtype="PCM_U8"))
     add("pcm_24.wav", _same("ok"), wav(speech, subtype="PCM_24"))
     add("float32.wav", _same("ok"), wav(speech, subtype="FLOAT"))

@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -67,8 +69,11 @@ def test_pipeline_bad_input(classifier, tmp_path):
         classifier(str(tmp_path / "notes.wav"))
 
 
-def test_predict_long_timeline(model_and_fe, manifest, data_dir):
+def test_predict_long_fixed_windows_without_speech_detection(model_and_fe, manifest, data_dir):
+    """The policy of models saved without speech detection: fixed windows (the speech timeline: test_speech.py)."""
     model, fe = model_and_fe
+    fe = copy.copy(fe)
+    fe.speech_detection = False
     clips = [load_audio(data_dir / row["path"]) for row in manifest[:40]]
     silence = np.zeros(16000 * 10, np.float32)
     wave = np.concatenate(clips[:20] + [silence] + clips[20:])

@@ -45,7 +45,7 @@ def _name(audio: str | bytes) -> str:
 
 
 # Settings of the feature extractor that do not change a clip's preprocessed waveform (inference policy, limits).
-NOT_PREPROCESSING = ("window_s", "hop_s", "max_duration_s")
+NOT_PREPROCESSING = ("window_s", "hop_s", "max_duration_s", "speech_detection")
 
 
 def preprocessing_settings(feature_extractor: SERFeatureExtractor) -> dict:
