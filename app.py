@@ -57,6 +57,7 @@ import yaml  # noqa: E402
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification  # noqa: E402
 
 from modeling import AudioError, load_audio, predict_long  # noqa: E402
+from modeling.live import LiveSessions, live_step  # noqa: E402
 from modeling.loading import ModelError, check_ser_model  # noqa: E402
 
 # Gradio's queue records the last GRADIO_ANALYTICS_MAX_EVENTS events (default 10,000) for its monitoring page and
@@ -66,6 +67,10 @@ from modeling.loading import ModelError, check_ser_model  # noqa: E402
 os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
 
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.flac"))
+# The live tab: seconds classified at each update, updates kept in the timeline, and the longest stream.
+LIVE_WINDOW_S = 4.0
+LIVE_HISTORY = 300
+LIVE_TIME_LIMIT_S = 600
 
 
 def model_note(model_id: str, num_labels: int) -> str:
@@ -142,6 +147,29 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
             )
         return f"Top label {top}, probability {scores[top]:.2f} (at least {threshold:g}: not flagged as uncertain)."
 
+    def timeline_frame(points) -> pd.DataFrame | None:
+        if not points:
+            return None
+        return pd.DataFrame(
+            [{"time (s)": t, "emotion": label, "probability": scores[label]} for t, scores in points for label in labels]
+        )
+
+    live_sessions = LiveSessions(window_s=LIVE_WINDOW_S, history=LIVE_HISTORY)
+
+    async def live(chunk, request: gr.Request):
+        return await asyncio.get_running_loop().run_in_executor(workers, live_classify, chunk, request.session_hash)
+
+    def live_classify(chunk, key: str):
+        if chunk is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        sampling_rate, samples = chunk
+        update = live_step(model, feature_extractor, live_sessions.get(key), sampling_rate, samples)
+        frame = timeline_frame(update.timeline)
+        return update.scores, gr.LinePlot(value=frame, visible=frame is not None), update.status
+
+    def live_start(request: gr.Request):
+        live_sessions.reset(request.session_hash)  # a new recording starts a new timeline
+
     # Uploads and recordings are deleted from the server's cache two hours after upload (checked hourly).
     with LimitedBlocks(title="Speech emotion recognition", delete_cache=(3600, 7200)) as demo:
         gr.Markdown(
@@ -152,18 +180,42 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
             "Trained on acted speech (the model card names the corpora and their licences): expect errors on "
             "everyday speech. Not for decisions about people."
         )
-        with gr.Row():
-            with gr.Column():
-                audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Speech")
-                submit = gr.Button("Recognize emotion", variant="primary")
-            with gr.Column():
-                label = gr.Label(num_top_classes=len(labels), label="Emotion probabilities")
-                note = gr.Markdown()
-                timeline = gr.LinePlot(
-                    x="time (s)", y="probability", color="emotion", y_lim=[0, 1], label="Timeline", visible=False
-                )
-        if EXAMPLES:
-            gr.Examples(examples=EXAMPLES, inputs=audio, label="Examples (RAVDESS actors 14 and 15, not in the bundled model's training data)")
+        with gr.Tab("Record or upload"):
+            with gr.Row():
+                with gr.Column():
+                    audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Speech")
+                    submit = gr.Button("Recognize emotion", variant="primary")
+                with gr.Column():
+                    label = gr.Label(num_top_classes=len(labels), label="Emotion probabilities")
+                    note = gr.Markdown()
+                    timeline = gr.LinePlot(
+                        x="time (s)", y="probability", color="emotion", y_lim=[0, 1], label="Timeline", visible=False
+                    )
+            if EXAMPLES:
+                gr.Examples(examples=EXAMPLES, inputs=audio, label="Examples (RAVDESS actors 14 and 15, not in the bundled model's training data)")
+        with gr.Tab("Live"):
+            gr.Markdown(
+                f"Press record and speak: the emotion of the last {LIVE_WINDOW_S:g} s updates about once a second, "
+                f"and the timeline keeps the last {LIVE_HISTORY} updates. A stream stops after {LIVE_TIME_LIMIT_S // 60} "
+                "minutes; press record again to go on."
+            )
+            with gr.Row():
+                with gr.Column():
+                    microphone = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone (live)")
+                    live_status = gr.Markdown("Not listening yet.")
+                with gr.Column():
+                    live_label = gr.Label(num_top_classes=len(labels), label="Now")
+                    live_timeline = gr.LinePlot(
+                        x="time (s)", y="probability", color="emotion", y_lim=[0, 1], label="Rolling timeline", visible=False
+                    )
+            microphone.start_recording(live_start, api_visibility="private")
+            # One chunk at a time, in order, none dropped: each call appends about 0.1 s of audio (cheap), and only
+            # one a second classifies.
+            microphone.stream(
+                live, inputs=microphone, outputs=[live_label, live_timeline, live_status], stream_every=0.5,
+                time_limit=LIVE_TIME_LIMIT_S, trigger_mode="multiple", concurrency_limit=1, concurrency_id="live",
+                api_name="live",
+            )  # fmt: skip
         submit.click(predict, inputs=audio, outputs=[label, timeline, note], api_name="predict")
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     demo.max_upload_size = limits.max_file_size

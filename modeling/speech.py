@@ -44,16 +44,22 @@ class NoSpeechError(AudioError):
 
 
 _model = None
+_get_speech_timestamps = None
 # The model keeps a recurrent state from frame to frame, so one recording at a time goes through it.
 _lock = threading.Lock()
 
 
 def _vad():
-    global _model
+    global _model, _get_speech_timestamps
     if _model is None:
-        from silero_vad import load_silero_vad
+        # Importing silero_vad sets torch to one thread for the whole process; the emotion model needs them all.
+        threads = torch.get_num_threads()
+        try:
+            from silero_vad import get_speech_timestamps, load_silero_vad
 
-        _model = load_silero_vad()
+            _model, _get_speech_timestamps = load_silero_vad(), get_speech_timestamps
+        finally:
+            torch.set_num_threads(threads)
     return _model
 
 
@@ -65,13 +71,12 @@ def _audio(wave: np.ndarray, sampling_rate: int) -> torch.Tensor:
 
 def speech_segments(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> list[SpeechSegment]:
     """Start and end (seconds) of each stretch of speech Silero delimits in a 16 kHz mono waveform."""
-    from silero_vad import get_speech_timestamps
-
     audio = _audio(wave, sampling_rate)
+    model = _vad()
     with _lock, torch.inference_mode():
-        stamps = get_speech_timestamps(
+        stamps = _get_speech_timestamps(
             audio,
-            _vad(),
+            model,
             threshold=SEGMENT_THRESHOLD,
             sampling_rate=sampling_rate,
             min_speech_duration_ms=int(MIN_SPEECH_S * 1000),

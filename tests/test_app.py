@@ -289,7 +289,7 @@ def test_browser_upload(browser_factory, server, client, example, tmp_path):
     expected = confidences(client.predict(handle_file(str(example)), api_name="/predict"))
     browser = browser_factory()
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(server["url"], wait_until="networkidle")
+    page.goto(server["url"], wait_until="load")
     assert "tiny-ravdess-emodb" in page.content() and "accuracy" in page.content()
     page.get_by_role("button", name="Upload file").click()
     page.locator("input[type=file]").set_input_files(str(example))
@@ -323,7 +323,7 @@ def test_browser_microphone_recording(browser_factory, server, client, example, 
     )
     context = browser.new_context(viewport={"width": 1280, "height": 900}, permissions=["microphone"])
     page = context.new_page()
-    page.goto(server["url"], wait_until="networkidle")
+    page.goto(server["url"], wait_until="load")
     page.get_by_role("button", name="Record", exact=True).click()
     page.wait_for_timeout(4000)
     page.get_by_role("button", name="Stop", exact=True).first.click()
@@ -378,3 +378,41 @@ def test_readme_snippet_runs_as_written(line, code, server):
     assert done.returncode == 0, f"README.md:{line}\n{done.stderr[-3000:]}"
     if "print(" in code:
         assert done.stdout.strip()
+
+
+def live_page(browser_factory, server, fake_microphone):
+    browser = browser_factory(
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-audio-capture={fake_microphone}",
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, permissions=["microphone"])
+    page = context.new_page()
+    page.goto(server["url"], wait_until="load")
+    page.get_by_role("tab", name="Live").click()
+    page.get_by_role("button", name="Record", exact=True).click()
+    return browser, page
+
+
+def test_browser_live_tab(browser_factory, server, example, tmp_path):
+    """The streaming microphone, fed from a real clip: the current emotion and its timeline update about once a
+    second; fed noise, the tab says that no speech is heard."""
+    speech = tmp_path / "speech.wav"
+    wave, sr = sf.read(example, dtype="float32")
+    sf.write(speech, wave, sr, subtype="PCM_16")
+    browser, page = live_page(browser_factory, server, speech)
+    status = page.get_by_text(re.compile(r"^Speech heard: "))
+    status.wait_for(timeout=60_000)
+    first = float(re.search(r"at (\d+) s", status.inner_text()).group(1))
+    page.wait_for_timeout(4000)
+    later = float(re.search(r"at (\d+) s", status.inner_text()).group(1))
+    assert later - first >= 2  # updated while the person speaks, about once a second
+    assert read_label(page) in bundled_labels()
+    page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+    browser.close()
+
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, 0.05 * np.random.default_rng(0).standard_normal(sr * 4), sr, subtype="PCM_16")
+    browser, page = live_page(browser_factory, server, noise)
+    page.get_by_text(re.compile(r"^No speech heard in the last 4 s")).wait_for(timeout=60_000)
+    browser.close()

@@ -122,3 +122,55 @@ def test_predict_timeline_jsonl_and_its_resume(recording, bundled, tmp_path, cli
     assert predict.main(args) == 0
     again = [json.loads(line) for line in timeline.read_text().splitlines()]
     assert sorted(map(json.dumps, again)) == sorted(map(json.dumps, lines))
+
+
+def test_live_session_keeps_bounded_memory_and_says_when_no_speech(bundled, data_dir):
+    from modeling.live import LiveSession, LiveSessions, live_step
+
+    model, fe = bundled
+    clip = load_audio(sorted((data_dir / "Actor_14").glob("*.flac"))[0])
+    stream = np.concatenate([clip, clip, np.zeros(SR * 5, np.float32), clip])
+    # As a browser delivers it: 1 s chunks of 48 kHz stereo int16.
+    stereo = librosa.resample(stream, orig_sr=SR, target_sr=48000)
+    chunks = [(np.stack([c, c], axis=1) * 32767).astype(np.int16) for c in np.array_split(stereo, len(stereo) // 48000)]
+    session = LiveSession(window_s=4.0, history=5)
+    updates = [live_step(model, fe, session, 48000, chunk) for chunk in chunks]
+    assert len(session.buffer) <= 4 * SR and len(session.timeline) == 5  # bounded, however long the stream
+    assert session.heard_s == pytest.approx(len(stream) / SR, abs=0.01)
+    heard = [u for u in updates if u.status.startswith("Speech heard")]
+    assert len(heard) >= 6 and all(sum(u.scores.values()) == pytest.approx(1.0, abs=1e-5) for u in heard)
+    assert any(u.status.startswith("No speech heard in the last 4 s") for u in updates)  # the 5 s pause
+    # Each update classifies the last 4 s exactly as a clip of them would be.
+    last = predict_proba(model, fe, [session.buffer])[0]
+    assert list(updates[-1].scores.values()) == pytest.approx(last.tolist(), abs=1e-5)
+    # A browser's 0.1 s chunks: appended each time, classified once a second of new audio.
+    session = LiveSession(window_s=4.0)
+    small = np.array_split((clip * 32767).astype(np.int16), len(clip) // 1600)
+    statuses = [live_step(model, fe, session, SR, c).status for c in small]
+    assert 2 <= len(session.timeline) <= len(clip) / SR + 1  # at most one update per second of audio
+    assert len(set(statuses)) <= len(session.timeline) + 2
+    # Listeners: a bounded number of sessions, the least recently used dropped first.
+    sessions = LiveSessions(max_sessions=3)
+    first = sessions.get("a")
+    for key in "bcd":
+        sessions.get(key)
+    assert len(sessions) == 3 and sessions.get("a") is not first
+
+
+def test_speech_detection_leaves_torch_threads_alone():
+    """silero_vad sets torch to one thread when imported: the emotion model in the same process must keep its own."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    probe = (
+        "import numpy as np, torch; before = torch.get_num_threads()\n"
+        "from modeling import speech\n"
+        "speech.speech_segments(np.zeros(16000, np.float32)); print(before, torch.get_num_threads())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "2"}
+    )
+    assert done.stdout.split() == ["2", "2"], done.stderr[-2000:]
