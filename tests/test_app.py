@@ -312,19 +312,27 @@ def test_browser_upload(browser_factory, server, client, example, tmp_path):
     browser.close()
 
 
-def test_browser_microphone_recording(browser_factory, server, client, example, tmp_path):
-    fake = tmp_path / "fake_mic.wav"
-    wave, sr = sf.read(example, dtype="float32")
-    sf.write(fake, wave, sr, subtype="PCM_16")
+def microphone_page(browser_factory, server, fake_microphone, tab: str | None = None):
+    """A page whose microphone plays `fake_microphone` (a 16-bit WAV, looped), recording in `tab`."""
     browser = browser_factory(
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-audio-capture={fake}",
+        f"--use-file-for-fake-audio-capture={fake_microphone}",
     )
     context = browser.new_context(viewport={"width": 1280, "height": 900}, permissions=["microphone"])
     page = context.new_page()
     page.goto(server["url"], wait_until="load")
+    if tab:
+        page.get_by_role("tab", name=tab).click()
     page.get_by_role("button", name="Record", exact=True).click()
+    return browser, page
+
+
+def test_browser_microphone_recording(browser_factory, server, client, example, tmp_path):
+    fake = tmp_path / "fake_mic.wav"
+    wave, sr = sf.read(example, dtype="float32")
+    sf.write(fake, wave, sr, subtype="PCM_16")
+    browser, page = microphone_page(browser_factory, server, fake)
     page.wait_for_timeout(4000)
     page.get_by_role("button", name="Stop", exact=True).first.click()
     # The recording is uploaded to the server when it stops; its download link appears once it is there.
@@ -380,27 +388,13 @@ def test_readme_snippet_runs_as_written(line, code, server):
         assert done.stdout.strip()
 
 
-def live_page(browser_factory, server, fake_microphone):
-    browser = browser_factory(
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-audio-capture={fake_microphone}",
-    )
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, permissions=["microphone"])
-    page = context.new_page()
-    page.goto(server["url"], wait_until="load")
-    page.get_by_role("tab", name="Live").click()
-    page.get_by_role("button", name="Record", exact=True).click()
-    return browser, page
-
-
 def test_browser_live_tab(browser_factory, server, example, tmp_path):
     """The streaming microphone, fed from a real clip: the current emotion and its timeline update about once a
     second; fed noise, the tab says that no speech is heard."""
     speech = tmp_path / "speech.wav"
     wave, sr = sf.read(example, dtype="float32")
     sf.write(speech, wave, sr, subtype="PCM_16")
-    browser, page = live_page(browser_factory, server, speech)
+    browser, page = microphone_page(browser_factory, server, speech, tab="Live")
     status = page.get_by_text(re.compile(r"^Speech heard: "))
     status.wait_for(timeout=60_000)
     first = float(re.search(r"at (\d+) s", status.inner_text()).group(1))
@@ -413,6 +407,6 @@ def test_browser_live_tab(browser_factory, server, example, tmp_path):
 
     noise = tmp_path / "noise.wav"
     sf.write(noise, 0.05 * np.random.default_rng(0).standard_normal(sr * 4), sr, subtype="PCM_16")
-    browser, page = live_page(browser_factory, server, noise)
+    browser, page = microphone_page(browser_factory, server, noise, tab="Live")
     page.get_by_text(re.compile(r"^No speech heard in the last 4 s")).wait_for(timeout=60_000)
     browser.close()
