@@ -123,7 +123,8 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
             raise gr.Error("No audio received: record something or upload a file first.")
         try:
             wave = load_audio(audio_path, feature_extractor.sampling_rate, max_duration_s=limits.max_duration_s)
-            result = predict_long(model, feature_extractor, wave)  # the model's one policy: one pass or windows
+            # The model's one policy: speech check, then one pass or speech segments.
+            result = predict_long(model, feature_extractor, wave, name=Path(audio_path).name)
         except AudioError as err:
             raise gr.Error(str(err)) from None
         timeline = None

@@ -157,7 +157,7 @@ def classify(model, fe, decoded, store: ResultsCSV, labels: list[str], batch_siz
             row = error_row(item.path, item.error)
         else:
             try:
-                long = predict_long(model, fe, item.wave)
+                long = predict_long(model, fe, item.wave, name=os.path.basename(item.path))
                 if timeline:
                     timeline.append(item.path, [(w.start_s, w.end_s, w.scores) for w in long.windows if w.scores])
                 row = result_row(item.path, long.scores, long.duration_s, threshold)

@@ -87,6 +87,7 @@ def predict_long(
     window_s: float | None = None,
     hop_s: float | None = None,
     batch_size: int = 8,
+    name: str | None = None,
 ) -> LongPrediction:
     """Classifies audio of any length: the one inference policy of the pipeline, `predict.py` and the demo.
 
@@ -97,13 +98,14 @@ def predict_long(
     Pieces run `batch_size` at a time: memory stays flat whatever the length, since self-attention cost grows
     with the square of the input length. Each piece goes through the same preprocessing as a single clip. The
     aggregate is the mean of the pieces' probabilities weighted by their duration, silent pieces excluded.
+    `name` (default: the file's name, or "audio") is how error messages refer to the input.
     """
     window_s = feature_extractor.window_s if window_s is None else window_s
     hop_s = feature_extractor.hop_s if hop_s is None else hop_s
     if hop_s <= 0 or window_s <= 0 or hop_s > window_s:
         raise ValueError(f"need 0 < hop_s <= window_s, got window_s={window_s}, hop_s={hop_s}")
     sr = feature_extractor.sampling_rate
-    name = _describe(audio) if not isinstance(audio, np.ndarray) else "audio"
+    name = name or (_describe(audio) if not isinstance(audio, np.ndarray) else "audio")  # for messages
     if isinstance(audio, np.ndarray):
         check_waveform(audio, sr)
         wave = audio
