@@ -58,7 +58,7 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification  
 
 from modeling import AudioError, load_audio, predict_long  # noqa: E402
 from modeling.live import LiveSessions, live_step  # noqa: E402
-from modeling.loading import ModelError, check_ser_model  # noqa: E402
+from modeling.loading import ModelError, check_ser_model, resolve_model_path  # noqa: E402
 
 # Gradio's queue records the last GRADIO_ANALYTICS_MAX_EVENTS events (default 10,000) for its monitoring page and
 # rebuilds a pandas summary of all of them after every request: under steady load that record made the server's
@@ -104,11 +104,13 @@ class LimitedBlocks(gr.Blocks):
 
 
 def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> LimitedBlocks:
+    model_id = resolve_model_path(model_id)
     check_ser_model(model_id)  # a plain backbone would otherwise be served with a random head
     model = AutoModelForAudioClassification.from_pretrained(model_id).eval()
     feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     threshold = model.config.uncertainty_threshold
+    calibrated = model.config.temperature != 1.0
 
     # Predictions run on a fixed set of threads that live as long as the server, not on whichever of Gradio's
     # worker threads is free: those come and go, and every new thread that runs torch sets up its own OpenMP
@@ -142,10 +144,8 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
     def confidence_note(scores: dict[str, float]) -> str:
         top = max(scores, key=scores.get)
         if scores[top] < threshold:
-            return (
-                f"**Uncertain**: the top label, {top}, has probability {scores[top]:.2f}, below {threshold:g} "
-                "(calibrated: the model is more likely wrong than right here)."
-            )
+            meaning = " (calibrated: the model is more likely wrong than right here)" if calibrated else ""
+            return f"**Uncertain**: the top label, {top}, has probability {scores[top]:.2f}, below {threshold:g}{meaning}."
         return f"Top label {top}, probability {scores[top]:.2f} (at least {threshold:g}: not flagged as uncertain)."
 
     def timeline_frame(points) -> pd.DataFrame | None:

@@ -33,6 +33,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
@@ -41,7 +42,7 @@ from modeling.audio import AUDIO_EXTENSIONS
 from modeling.batch import Decoded, DecoderPool, ResultsCSV, TimelineJSONL
 from modeling.fast import quantize_int8
 from modeling.inference import probabilities
-from modeling.loading import ModelError, check_ser_model
+from modeling.loading import ModelError, check_ser_model, resolve_model_path
 from modeling.speech import NoSpeechError, detect_speech
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravdess-emodb")
@@ -117,11 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_model(name: str, dtype: str, device: torch.device):
     model = AutoModelForAudioClassification.from_pretrained(name).eval()
-    if dtype == "int8":
-        if device.type != "cpu":
-            raise SystemExit("--dtype int8 runs on CPU only; use fp32 on GPUs")
-        return quantize_int8(model)
-    return model.to(device)
+    return quantize_int8(model) if dtype == "int8" else model.to(device)  # int8: CPU kernels only
 
 
 def classify(model, fe, decoded, store: ResultsCSV, labels: list[str], batch_size: int, progress, timeline=None) -> None:
@@ -171,6 +168,8 @@ def classify(model, fe, decoded, store: ResultsCSV, labels: list[str], batch_siz
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.workers < 1 or args.batch_size < 1 or not args.file_timeout_s > 0 or args.worker_memory_gb < 0:
+        raise SystemExit("predict.py: --workers and --batch_size must be at least 1, --file_timeout_s positive")
     files, skipped = find_audio(args.paths)
     if skipped:
         print(f"skipped {skipped} files without an audio extension ({' '.join(sorted(AUDIO_EXTENSIONS))})", file=sys.stderr)
@@ -178,15 +177,22 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no audio files in {' '.join(args.paths)}: nothing to classify, {args.out} not written")
 
     try:
+        args.model = resolve_model_path(args.model)
         check_ser_model(args.model)
     except ModelError as err:
         raise SystemExit(f"predict.py: {err}") from None
-    # torchrun and `accelerate launch` set the process group up through the environment; alone, one process.
-    # The long timeout: processes wait for each other at the end, after shares that may differ by hours.
-    state = PartialState(cpu=not torch.cuda.is_available(), timeout=datetime.timedelta(hours=24))
+    # torchrun and `accelerate launch` set the process group up through the environment; alone, one process. It
+    # only coordinates the processes (gloo, on CPU): each picks its device below, so that several processes can
+    # share one GPU. The long timeout: processes wait for each other at the end, after shares that may differ
+    # by hours.
+    state = PartialState(cpu=True, timeout=datetime.timedelta(hours=24))
+    if args.dtype == "int8" or not torch.cuda.is_available():
+        device = torch.device("cpu")
+    else:
+        device = torch.device("cuda", state.local_process_index % torch.cuda.device_count())
     fe = AutoFeatureExtractor.from_pretrained(args.model)
     with DecoderPool(fe, args.workers, args.file_timeout_s, args.worker_memory_gb or None) as pool:
-        model = load_model(args.model, args.dtype, state.device)
+        model = load_model(args.model, args.dtype, device)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         header = columns(labels)
         if len(set(header)) != len(header):
@@ -200,8 +206,14 @@ def main(argv: list[str] | None = None) -> int:
                 if timeline:
                     timeline.repair({r["path"] for r in store.rows()})
             done = {r["path"]: r["error"] for r in store.rows()}
-        # Every process sorts the same list the same way and takes every n-th file: shares of similar length.
-        files.sort(key=lambda p: (header_duration(p), p))
+        # The first process sorts the files by length and hands the list to the others, which take every n-th
+        # file: shares of similar length, and the same list everywhere even if a header read fails in one.
+        if state.is_main_process:
+            files.sort(key=lambda p: (header_duration(p), p))
+        if state.num_processes > 1:
+            shared = [files]
+            broadcast_object_list(shared)
+            files = shared[0]
         todo = [p for p in files[state.process_index :: state.num_processes] if p not in done]
         if state.is_main_process and done:
             failed = sum(1 for p in files if done.get(p))

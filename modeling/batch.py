@@ -63,7 +63,10 @@ def _limit_memory(max_bytes: int | None) -> None:
         return
     # Above what the worker already maps (the libraries it imported), so the budget is for the audio.
     limit = psutil.Process().memory_info().vms + max_bytes
-    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)  # a limit the operator set already stays the ceiling
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def decode(path: str, feature_extractor: SERFeatureExtractor, memory_gb: float | None = None) -> Decoded:
@@ -164,14 +167,15 @@ class DecoderPool:
         memory_gb: float | None = 8.0,
         prefetch: int = 2,
     ):
-        if workers < 1:
-            raise ValueError(f"need at least one worker, got {workers}")
+        if workers < 1 or prefetch < 1 or not timeout_s > 0:
+            raise ValueError(f"need workers >= 1, prefetch >= 1 and timeout_s > 0, got {workers}, {prefetch}, {timeout_s}")
         self.feature_extractor = feature_extractor
         self.timeout_s = timeout_s
         self.memory_gb = memory_gb
         self.prefetch = prefetch
-        # Forked, as torch's DataLoader workers are: instant to (re)start, and the workers never use torch (whose
-        # threads do not survive a fork) nor CUDA. Where fork does not exist, a fresh interpreter.
+        # Forked, as torch's DataLoader workers are: instant to (re)start. The workers never run torch models or
+        # CUDA (whose threads and context do not survive a fork); FFmpeg decoding hands them a CPU tensor, which is
+        # only converted to numpy. Where fork does not exist, a fresh interpreter.
         self._context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self._size = workers
         self._workers: list[_Worker] = []
@@ -199,30 +203,36 @@ class DecoderPool:
             if not busy:
                 return
             deadline = min(w.since for w in busy) + self.timeout_s
-            ready = wait(
+            wait(
                 [w.conn for w in busy] + [w.process.sentinel for w in busy],
                 timeout=max(0.0, deadline - time.monotonic()),
             )
+            # Every worker is judged now, before anything is yielded: the caller runs the model between two
+            # results, and a worker must not be timed out for the time its finished result waited in the pipe.
+            done: list[Decoded] = []
             for worker in busy:
-                if worker.conn in ready:
+                if worker.conn.poll():
                     try:
                         message = worker.conn.recv()
                     except (EOFError, OSError):
                         worker.process.join(timeout=5)
-                        yield self._replace(worker, f"the decoder process died ({_death(worker.process)})", pending)
+                        done.append(self._replace(worker, f"the decoder process died ({_death(worker.process)})", pending))
                         continue
                     if message[0] == "unexpected":
                         raise UnexpectedError(f"unexpected error while decoding {message[1]}:\n{message[2]}")
                     worker.sent.popleft()
                     worker.since = time.monotonic()
-                    yield message[1]
-                elif worker.process.sentinel in ready:
+                    done.append(message[1])
+                elif not worker.process.is_alive():
                     worker.process.join(timeout=5)
-                    yield self._replace(worker, f"the decoder process died ({_death(worker.process)})", pending)
+                    done.append(self._replace(worker, f"the decoder process died ({_death(worker.process)})", pending))
                 elif time.monotonic() - worker.since > self.timeout_s:
-                    yield self._replace(
-                        worker, f"decoding took longer than {self.timeout_s:g} s; the decoder process was stopped", pending
+                    done.append(
+                        self._replace(
+                            worker, f"decoding took longer than {self.timeout_s:g} s; the decoder process was stopped", pending
+                        )
                     )
+            yield from done
 
     def close(self) -> None:
         for worker in self._workers:
@@ -250,7 +260,8 @@ def _append_locked(path: Path, text: str) -> None:
 
 class TimelineJSONL:
     """One JSON line per classified piece of each file (`path`, `start_s`, `end_s`, `label`, `scores`), written
-    before the file's CSV row, so that a file in the CSV always has its whole timeline."""
+    before the file's CSV row, so that a file classified with the timeline on has its whole timeline (files already
+    in the CSV when a run first asks for a timeline have none)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -283,7 +294,9 @@ class TimelineJSONL:
 
 
 class ResultsCSV:
-    """A CSV of results that grows by whole rows: appended under an exclusive lock, flushed and synced."""
+    """A CSV of results that grows by whole rows: appended under an exclusive lock, flushed and synced. The lock
+    (`flock`) holds between the processes of one machine; on a filesystem shared by several machines, give each
+    machine its own CSV."""
 
     def __init__(self, path: str | os.PathLike, header: list[str]):
         self.path = Path(path)
@@ -302,6 +315,11 @@ class ResultsCSV:
             logger.warning("%s: its last row was cut short by an interrupted run; that file is redone", self.path)
         rows = list(csv.DictReader(io.StringIO(keep)))
         fields = next(csv.reader(io.StringIO(keep)), None)
+        if fields and fields != self.header and [f for f in self.header if f != "uncertain"] == fields:
+            raise SystemExit(
+                f"{self.path} was written by an earlier predict.py, without the 'uncertain' column: give another --out "
+                "for a new CSV (or add the column to the file)"
+            )
         if fields and fields != self.header:
             raise SystemExit(
                 f"{self.path} has the columns {fields}, but this model's are {self.header}: it was written by "

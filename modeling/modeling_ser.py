@@ -123,10 +123,15 @@ class SERModel(SERPreTrainedModel):
         outputs = self.backbone(
             input_values,
             attention_mask=self._backbone_attention_mask(attention_mask),
-            **{**kwargs, "output_hidden_states": weighted or bool(kwargs.get("output_hidden_states")), "return_dict": True},
+            **{**kwargs, "output_hidden_states": weighted or self._wants_hidden_states(kwargs), "return_dict": True},
         )
         hidden = torch.stack(outputs.hidden_states, dim=1) if weighted else outputs.last_hidden_state.unsqueeze(1)
         return masked_mean(hidden, self._frame_mask(hidden.shape[-2], attention_mask)), outputs
+
+    def _wants_hidden_states(self, kwargs: dict) -> bool:
+        """The caller's `output_hidden_states`, else the config's, as in transformers."""
+        wanted = kwargs.get("output_hidden_states")
+        return bool(self.config.output_hidden_states if wanted is None else wanted)
 
     def _frame_mask(self, num_frames: int, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
         """1 for encoder frames computed from real samples. Padding is on the right, so a length comparison
@@ -183,7 +188,6 @@ class SERModel(SERPreTrainedModel):
         output = self.classify(pooled_embeddings, labels)
         if backbone_outputs is not None:
             # Weighted pooling computes every hidden state; they are returned only when asked for, as in transformers.
-            wants_hidden = kwargs.get("output_hidden_states", self.config.output_hidden_states)
-            output.hidden_states = backbone_outputs.hidden_states if wants_hidden else None
+            output.hidden_states = backbone_outputs.hidden_states if self._wants_hidden_states(kwargs) else None
             output.attentions = backbone_outputs.attentions
         return output

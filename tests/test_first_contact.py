@@ -113,3 +113,14 @@ def test_pip_install_editable_makes_the_packages_importable_anywhere(tmp_path):
     requires = {r for r in PathDistribution(info).requires if "extra ==" not in r}
     pins = {line.split("#")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()}
     assert requires == {p for p in pins if p}
+
+
+def test_a_model_folder_under_home_is_found(monkeypatch, tmp_path, tiny_model_dir):
+    import shutil
+
+    from modeling.loading import resolve_model_path
+
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "mine")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_model_path("~/models/mine") == str(tmp_path / "models" / "mine")
+    assert check_ser_model(resolve_model_path("~/models/mine")).model_type == "ser"

@@ -334,3 +334,27 @@ def test_temperature_scaling_recovers_a_known_temperature():
     report = calibrate((logits[:2000], labels[:2000]), (logits[2000:], labels[2000:]))
     assert report["test"]["ece_after"] < report["test"]["ece_before"] / 2  # on data it was not fitted on
     assert expected_calibration_error(softmax(logits, 2.5), labels) < 0.05 < expected_calibration_error(softmax(logits), labels)
+
+
+def test_temperature_fits_are_bounded_and_need_enough_clips():
+    from training.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, calibrate
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 200)
+    right = np.eye(4)[labels]  # every validation clip right: the fit would drive T towards 0
+    wrong = np.eye(4)[(labels + 1) % 4] * 10  # every one wrong: towards infinity (all predictions uniform)
+    assert calibrate((right, labels), (right, labels))["fitted_factor"] == MIN_TEMPERATURE
+    assert calibrate((wrong, labels), (wrong, labels))["fitted_factor"] == MAX_TEMPERATURE
+    assert calibrate((right[:10], labels[:10]), (right, labels)) is None  # too few clips to fit on
+    assert calibrate((right * np.nan, labels), (right, labels)) is None
+
+
+def test_continuing_from_a_calibrated_model_trains_plain_logits(tiny_model_dir, tmp_path):
+    from training.args import ModelArguments
+    from training.experiment import build_model
+
+    calibrated = SERModel.from_pretrained(tiny_model_dir)
+    calibrated.config.temperature = 2.0
+    calibrated.save_pretrained(tmp_path)
+    model = build_model(ModelArguments(model_name_or_path=str(tmp_path)), list(TEST_LABELS))
+    assert model.config.temperature == 1.0  # a new one is fitted after training

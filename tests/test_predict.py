@@ -274,3 +274,20 @@ def test_folder_scans_take_what_ffmpeg_reads_and_an_empty_folder_writes_nothing(
     assert "skipped 1 files without an audio extension" in done.stderr
     (row,) = read_csv(tmp_path / "media.csv")
     assert row["path"].endswith("clip.mp4") and row["error"] == ""
+
+
+def test_a_result_waiting_while_the_model_runs_is_not_timed_out(clips):
+    """Results wait in their pipes while the caller runs the model; that wait is not the decoder's time."""
+    from transformers import AutoFeatureExtractor
+
+    from modeling.batch import DecoderPool
+
+    fe = AutoFeatureExtractor.from_pretrained(BUNDLED)
+    with DecoderPool(fe, workers=2, timeout_s=2.0) as pool:
+        results = []
+        for decoded in pool.map(clips[:6]):
+            results.append(decoded)
+            if len(results) == 1:
+                time.sleep(3)  # a long model step, longer than the decoders' time limit
+    assert sorted(d.path for d in results) == sorted(clips[:6])
+    assert all(d.error is None for d in results), [d.error for d in results]

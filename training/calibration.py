@@ -8,10 +8,19 @@ validation split it was fitted on and on the held-out test speakers, which it ne
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
+logger = logging.getLogger(__name__)
+
 ECE_BINS = 15
+# A temperature outside this range means the validation part says little (all right, or all wrong): it would make
+# the model wildly over- or under-confident, so the fit is clamped to it.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
+# Fewer validation clips than this fit noise rather than the model's confidence.
+MIN_CLIPS = 20
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -32,7 +41,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.exp())
+    return float(np.clip(log_t.detach().exp().item(), MIN_TEMPERATURE, MAX_TEMPERATURE))
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -51,8 +60,13 @@ def nll(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
 
 
-def calibrate(validation: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> dict:
-    """Fits T on the validation (logits, labels) and reports ECE and NLL before and after on both parts."""
+def calibrate(validation: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> dict | None:
+    """Fits T on the validation (logits, labels) and reports ECE and NLL before and after on both parts; None
+    (no calibration) when the validation part is too small or its logits are not finite."""
+    logits, labels = validation
+    if len(labels) < MIN_CLIPS or not np.isfinite(logits).all():
+        logger.warning("no calibration: %d validation clips (at least %d needed) or non-finite logits", len(labels), MIN_CLIPS)
+        return None
     factor = fit_temperature(*validation)
     report = {"method": "temperature scaling, fitted on the validation split", "ece_bins": ECE_BINS, "fitted_factor": factor}
     for name, (logits, labels) in (("validation", validation), ("test", test)):

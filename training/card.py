@@ -119,7 +119,7 @@ def calibration_section(results: dict) -> str:
 ### Calibration
 
 The probabilities are calibrated by temperature scaling, fitted on the validation speakers (temperature
-{temperatures}, stored in `config.json`; the predicted label does not change). Expected calibration error
+{temperatures}, stored in {"each fold's `fold-K/config.json`" if len(runs) > 1 else "`config.json`"}; the predicted label does not change). Expected calibration error
 ({runs[0]["ece_bins"]} bins) and negative log-likelihood before and after; the test speakers were not used to fit it.
 The demo and `predict.py` flag a prediction as uncertain when its top probability is below {threshold:g}.{command}
 

@@ -16,7 +16,7 @@ from .card import metrics_table, per_corpus_table, render_card
 from .data import preprocess
 from .embeddings import pads_alike_inference
 from .experiment import PadCollator, evaluate_split, load_records, make_splits, subsample
-from modeling.loading import check_ser_model
+from modeling.loading import check_ser_model, resolve_model_path
 from modeling.files import write_json_atomic, write_text_atomic
 from .metrics import plot_confusion_matrix
 from .sources import DataError
@@ -26,7 +26,10 @@ logger = logging.getLogger("evaluate")
 
 def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, command: str | None = None) -> dict:
     """Evaluates a saved model; `command` (the command line) is recorded with a fitted temperature."""
+    eval_args.model_name_or_path = resolve_model_path(eval_args.model_name_or_path)
     check_ser_model(eval_args.model_name_or_path)
+    if eval_args.fit_temperature and not (Path(eval_args.model_name_or_path) / "config.json").is_file():
+        raise DataError(f"{eval_args.model_name_or_path}: --fit_temperature writes into a local model folder's config.json")
     if eval_args.part not in ("all", "test", "validation"):
         raise DataError(f"--part must be 'all', 'test' or 'validation', got {eval_args.part!r}")
     if eval_args.fit_temperature and eval_args.part != "validation":
@@ -88,7 +91,10 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
         calibration = None
         if eval_args.fit_temperature:
             _, test_logits = run(parts["test"][0])
-            calibration = {**calibrate((logits, y), test_logits), "command": command}
+            fitted = calibrate((logits, y), test_logits)
+            if fitted is None:
+                raise DataError(f"--fit_temperature: the validation part has {len(y)} clips, too few to fit on")
+            calibration = {**fitted, "command": command}
             model.config.temperature *= calibration["fitted_factor"]
             calibration["temperature"] = model.config.temperature
             save_calibration(Path(eval_args.model_name_or_path), model.config, calibration)
@@ -121,9 +127,7 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
 def save_calibration(folder: Path, config, calibration: dict) -> None:
     """Writes the fitted temperature into the model folder's config.json and, where the folder has training
     results, adds the calibration to them and to its card."""
-    if not (folder / "config.json").is_file():
-        raise DataError(f"{folder}: --fit_temperature writes the temperature into a local model folder's config.json")
-    config.save_pretrained(folder)
+    write_text_atomic(folder / "config.json", config.to_json_string())  # a crash leaves the old, loadable config
     results_path = folder / "all_results.json"
     if results_path.is_file():
         results = json.loads(results_path.read_text())

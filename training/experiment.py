@@ -168,6 +168,8 @@ def build_model(model_args: ModelArguments, labels: list[str]) -> SERModel:
         return SERModel.from_backbone(model_args.model_name_or_path, id2label=id2label, label2id=label2id, **{**HEAD_DEFAULTS, **explicit})
     if explicit:
         logger.info("continuing from %s with changed settings %s", model_args.model_name_or_path, explicit)
+    # A saved temperature calibrated the old weights; training starts from plain logits and fits a new one after.
+    explicit["temperature"] = 1.0
     saved_labels = [saved.id2label[i] for i in range(saved.num_labels)]
     if saved_labels == labels:
         return SERModel.from_pretrained(model_args.model_name_or_path, **explicit)
@@ -303,10 +305,9 @@ def run_split(
 
     validation, validation_logits = evaluate_split(trainer, parts["validation"], labels)
     test, test_logits = evaluate_split(trainer, parts["test"], labels)
-    calibration = None
-    if len(parts["validation"]):
-        # Fitted on the validation speakers; the test speakers show whether it carries over to unseen ones.
-        calibration = calibrate(validation_logits, test_logits)
+    # Fitted on the validation speakers; the test speakers show whether it carries over to unseen ones.
+    calibration = calibrate(validation_logits, test_logits)
+    if calibration:
         config = unwrap(trained_model).config
         config.temperature *= calibration["fitted_factor"]  # the logits already include any earlier temperature
         calibration["temperature"] = config.temperature
