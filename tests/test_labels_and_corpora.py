@@ -126,8 +126,14 @@ def test_ravdess_and_emodb_in_one_run_and_evaluate_agrees(tmp_path, cache_dir):
     assert (tmp_path / "eval" / "confusion_matrix.png").exists()
     assert "| emodb |" in (tmp_path / "eval" / "eval_results.md").read_text()
 
-    # Calibrating a saved model afterwards: fitted on the run's validation speakers, saved, reported on its test ones.
+    # The run fitted a temperature on its validation speakers after training and saved it with the model.
+    trained = results["calibration"]
     before = json.loads((out / "config.json").read_text())["temperature"]
+    assert before == pytest.approx(trained["temperature"]) and trained["validation"]["clips"] >= 20
+    assert trained["validation"]["nll_after"] <= trained["validation"]["nll_before"] + 1e-9  # fitted on it
+    card = (out / "README.md").read_text()
+    assert f"| test | {trained['test']['clips']} | {trained['test']['ece_before']:.3f} | {trained['test']['ece_after']:.3f} |" in card
+    # Calibrating a saved model afterwards: fitted on the run's validation speakers, saved, reported on its test ones.
     calibrated = evaluate_model(
         EvaluationArguments(model_name_or_path=str(out), part="validation", fit_temperature=True, use_cpu=True),
         parse_train_args(["--output_dir", "x", *data, "--preprocessing_cache_dir", cache_dir])[1],

@@ -64,12 +64,9 @@ def test_trainer_run_writes_metrics_card_and_checkpoints(tmp_path, cache_dir):
     assert "python train.py configs/tiny.yaml" in card
     assert "Chance level for 8 balanced classes is 0.125" in card and f"{test['majority_rate']:.3f}" in card
     assert "Linear(128→256) → ReLU → Dropout(0.3) → Linear(256→8)" in card
-    # Temperature scaling, fitted on the validation part after training and saved with the model.
-    calibration = saved["calibration"]
-    assert json.loads((out / "config.json").read_text())["temperature"] == pytest.approx(calibration["temperature"])
-    assert calibration["validation"]["nll_after"] <= calibration["validation"]["nll_before"] + 1e-9  # fitted on it
-    assert calibration["test"]["clips"] == saved["split"]["sizes"]["test"]
-    assert "### Calibration" in card and f"| test | {calibration['test']['clips']} | {calibration['test']['ece_before']:.3f} | {calibration['test']['ece_after']:.3f} |" in card
+    # Too few validation clips to fit a temperature on (fitted ones: test_labels_and_corpora.py): none is saved.
+    assert saved["split"]["sizes"]["validation"] < 20 and saved["calibration"] is None
+    assert json.loads((out / "config.json").read_text())["temperature"] == 1.0 and "### Calibration" not in card
     from transformers import pipeline
 
     scores = pipeline("audio-classification", model=str(out), top_k=None)(str(DATA_DIR / "Actor_03/03-01-05-01-01-01-03.flac"))
