@@ -131,14 +131,7 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
             raise gr.Error(str(err)) from None
         timeline = None
         if len(result.windows) > 1:
-            timeline = pd.DataFrame(
-                [
-                    {"time (s)": (w.start_s + w.end_s) / 2, "emotion": label, "probability": w.scores[label]}
-                    for w in result.windows
-                    if w.scores is not None
-                    for label in labels
-                ]
-            )
+            timeline = timeline_frame([((w.start_s + w.end_s) / 2, w.scores) for w in result.windows if w.scores is not None])
         return result.scores, gr.LinePlot(value=timeline, visible=timeline is not None), confidence_note(result.scores)
 
     def confidence_note(scores: dict[str, float]) -> str:

@@ -169,7 +169,10 @@ def classify(model, fe, decoded, store: ResultsCSV, labels: list[str], batch_siz
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.workers < 1 or args.batch_size < 1 or not args.file_timeout_s > 0 or args.worker_memory_gb < 0:
-        raise SystemExit("predict.py: --workers and --batch_size must be at least 1, --file_timeout_s positive")
+        raise SystemExit(
+            "predict.py: --workers and --batch_size must be at least 1, --file_timeout_s positive, "
+            "--worker_memory_gb not negative"
+        )
     files, skipped = find_audio(args.paths)
     if skipped:
         print(f"skipped {skipped} files without an audio extension ({' '.join(sorted(AUDIO_EXTENSIONS))})", file=sys.stderr)
@@ -203,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         with state.main_process_first():
             if state.is_main_process:
                 store.repair(retry_errors=args.retry_errors)
-                if timeline:
-                    timeline.repair({r["path"] for r in store.rows()})
             done = {r["path"]: r["error"] for r in store.rows()}
+            if state.is_main_process and timeline:
+                timeline.repair(set(done))
         # The first process sorts the files by length and hands the list to the others, which take every n-th
         # file: shares of similar length, and the same list everywhere even if a header read fails in one.
         if state.is_main_process:

@@ -145,6 +145,16 @@ def decode_audio(source: AudioSource, max_duration_s: float | None = DEFAULT_MAX
     )
 
 
+def to_float(wave: np.ndarray, name: str = "audio") -> np.ndarray:
+    """Samples as floats: integer PCM is scaled to [-1, 1]; float input is returned as it is."""
+    wave = np.asarray(wave)
+    if np.issubdtype(wave.dtype, np.floating):
+        return wave
+    if np.issubdtype(wave.dtype, np.integer):
+        return wave.astype(np.float32) / float(np.iinfo(wave.dtype).max)
+    raise AudioError(f"{name}: expected numeric samples, got dtype {wave.dtype}")
+
+
 def to_mono(wave: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
     """Averages channels. Without `channel_axis`, the shorter axis of a 2-D array is taken as the channels."""
     wave = np.asarray(wave)
@@ -194,12 +204,7 @@ def prepare_waveform(
     channel_axis: int | None = None,
 ) -> np.ndarray:
     """Mixes to mono, resamples to `target_sr` and checks an in-memory waveform (at most `max_duration_s`)."""
-    wave = np.asarray(wave)
-    if not np.issubdtype(wave.dtype, np.floating):
-        if np.issubdtype(wave.dtype, np.integer):
-            wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max)
-        else:
-            raise AudioError(f"{name}: expected numeric samples, got dtype {wave.dtype}")
+    wave = to_float(wave, name)
     check_rate(name, sampling_rate)
     mono = to_mono(wave, channel_axis).astype(np.float32, copy=False)
     # Checked before resampling so that NaN or empty input is named as such, not as a resampler failure, and so

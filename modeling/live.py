@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio import SAMPLING_RATE, resample, to_mono
+from .audio import SAMPLING_RATE, resample, to_float, to_mono
 from .inference import predict_proba
 from .speech import NoSpeechError, detect_speech
 
@@ -44,9 +44,7 @@ class LiveSession:
 
     def add(self, sampling_rate: int, chunk: np.ndarray) -> None:
         """Appends a chunk as the microphone delivers it: int16 or float, mono or `(samples, channels)`."""
-        chunk = np.asarray(chunk)
-        if np.issubdtype(chunk.dtype, np.integer):
-            chunk = chunk.astype(np.float32) / float(np.iinfo(chunk.dtype).max)
+        chunk = to_float(chunk, "microphone")
         mono = to_mono(chunk.astype(np.float32, copy=False), channel_axis=1 if chunk.ndim == 2 else None)
         wave = resample(mono, int(sampling_rate), SAMPLING_RATE)
         self.buffer = np.concatenate([self.buffer, wave])[-int(self.window_s * SAMPLING_RATE) :]
@@ -64,9 +62,7 @@ def live_step(model, feature_extractor, session: LiveSession, sampling_rate: int
     session.classified_at_s = session.heard_s
     scores = session.last.scores if session.last else None
     try:
-        if float(np.abs(session.buffer).max()) < 1e-4:
-            raise NoSpeechError("silent")
-        detect_speech(session.buffer, SAMPLING_RATE, "microphone")
+        detect_speech(session.buffer, SAMPLING_RATE, "microphone")  # silence included
     except NoSpeechError:
         session.last = LiveUpdate(
             scores,
