@@ -16,7 +16,7 @@ import numpy as np
 
 from .audio import SAMPLING_RATE, resample, to_float, to_mono
 from .inference import predict_proba
-from .speech import NoSpeechError, detect_speech
+from .speech import MusicWithoutVoiceError, NoSpeechError, detect_speech
 
 
 @dataclass
@@ -63,11 +63,15 @@ def live_step(model, feature_extractor, session: LiveSession, sampling_rate: int
     scores = session.last.scores if session.last else None
     try:
         detect_speech(session.buffer, SAMPLING_RATE, "microphone")  # silence included
-    except NoSpeechError:
+    except NoSpeechError as err:
+        advice = (
+            "only music without a voice: the model recognises emotion in speech"
+            if isinstance(err, MusicWithoutVoiceError)
+            else "speak closer to the microphone, or check that it is the right one"
+        )
         session.last = LiveUpdate(
             scores,
-            f"No speech heard in the last {session.window_s:g} s ({session.heard_s:.0f} s heard in all): speak "
-            "closer to the microphone, or check that it is the right one",
+            f"No speech heard in the last {session.window_s:g} s ({session.heard_s:.0f} s heard in all): {advice}",
             list(session.timeline),
         )
         return session.last

@@ -47,8 +47,8 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
             Step between windows (half a window: every moment is seen by two windows).
         speech_detection (`bool`, *optional*, defaults to `True`):
             Check for speech (Silero VAD, `modeling.speech`) before classifying a recording: audio without speech
-            (silence, noise, a tone, a DC offset) raises `NoSpeechError`, and long audio is classified by speech
-            segments. Not applied to training clips, which are speech by construction.
+            (silence, noise, a tone, a DC offset, most music without a voice) raises `NoSpeechError`, and long
+            audio is classified by speech segments. Not applied to training clips, which are speech by construction.
     """
 
     model_input_names = ["input_values", "attention_mask"]

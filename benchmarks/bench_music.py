@@ -1,0 +1,251 @@
+"""Music without a voice: fit the speech/music check of `modeling/speech.py` and measure it on music and speech
+it never saw.
+
+    python benchmarks/bench_music.py          # held-out figures of the committed modeling/music_gate.json
+    python benchmarks/bench_music.py --fit    # refit it first (about 15 min on 2 cores), then the same figures
+
+Music: instrumental game soundtracks from Debian's archive (GPL-2+ and free licences; fetched with
+`apt-get download` into .cache/music, never committed). Four packages (composers) fit the check, four others are
+held out. Excerpts of 3.5 s and 10 s at four places in each track.
+Speech: ../shared/data. RAVDESS actors 01-10 and EmoDB speakers 03, 08, 09, 10, 11 fit the check; the other
+speakers are held out. Each clip plain, and a quarter of them each with white noise at 5 dB SNR, a music bed at
+5 dB SNR (speech over music must pass), a 300-3400 Hz telephone band, or three other clips after pauses.
+
+The check sees what `detect_speech` would give it: the pieces of Silero's segments (or of the whole audio when
+speech is present but not delimited). Audio Silero already refuses never reaches it. A segment is music when all
+its pieces score above the threshold: 0.998, or the highest score at which a fit speech segment would be
+dropped, whichever is higher (a margin for speech it has not heard).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import zipfile
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import scipy.signal
+from common import DATA_DIR, REPO, save
+
+FIT_MUSIC = ("hyperrogue-music", "singularity-music", "wesnoth-1.16-music", "drascula-music")
+HELD_OUT_MUSIC = ("asc-music", "warzone2100-music", "ufoai-music", "nexuiz-music")
+FIT_RAVDESS = {f"Actor_{i:02d}" for i in range(1, 11)}
+FIT_EMODB = {"03", "08", "09", "10", "11"}
+FEATURES = [
+    "p_max", "p_mean", "p_q90", "p_frac5", "p_frac15",
+    "VoicedSegmentsPerSec", "MeanVoicedSegmentLengthSec", "StddevVoicedSegmentLengthSec",
+    "MeanUnvoicedSegmentLength", "StddevUnvoicedSegmentLength", "loudnessPeaksPerSec",
+    "F0semitoneFrom27.5Hz_sma3nz_stddevNorm", "F0semitoneFrom27.5Hz_sma3nz_meanRisingSlope",
+    "F0semitoneFrom27.5Hz_sma3nz_meanFallingSlope", "HNRdBACF_sma3nz_amean", "jitterLocal_sma3nz_amean",
+    "shimmerLocaldB_sma3nz_amean", "spectralFlux_sma3_stddevNorm", "loudness_sma3_stddevNorm",
+]  # fmt: skip
+MIN_THRESHOLD = 0.998
+CACHE = REPO / ".cache" / "music"
+SR = 16000
+
+
+def fetch(package: str, cache: Path = CACHE) -> Path:
+    """The package's files, downloaded and unpacked once (game archives, .pk3, unzipped too)."""
+    target = cache / package
+    if not target.is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        if subprocess.run(["apt-get", "download", package], cwd=cache).returncode:
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(["apt-get", "download", package], cwd=cache, check=True)
+        deb = next(cache.glob(f"{package}_*.deb"))
+        shutil.rmtree(target, ignore_errors=True)  # what an interrupted run left
+        (target / "tmp").mkdir(parents=True)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(target / "tmp")], check=True)
+        for pk3 in (target / "tmp").rglob("*.pk3"):
+            zipfile.ZipFile(pk3).extractall(target / "tmp" / pk3.stem)
+        (target / "tmp").rename(target / "files")
+        deb.unlink()
+    return target
+
+
+def music_tracks(package: str, cache: Path = CACHE) -> list[Path]:
+    files = fetch(package, cache) / "files"
+    tracks = {}  # one per (name, size): some packages ship the same track for each language
+    for p in sorted(files.rglob("*")):
+        if p.suffix.lower() in (".ogg", ".opus", ".mp3") and "sounds" not in p.parts:
+            tracks.setdefault((p.name, p.stat().st_size), p)
+    return sorted(tracks.values())
+
+
+def music_excerpts(path: Path):
+    from modeling import load_audio
+
+    wave = load_audio(path, max_duration_s=None)
+    for where, seconds in ((0.15, 3.5), (0.4, 10), (0.65, 3.5), (0.9, 10)):
+        excerpt = wave[int(len(wave) * where) :][: int(seconds * SR)]
+        if len(excerpt) >= SR:
+            yield f"{path.name}@{where}", excerpt
+
+
+def _mix(speech: np.ndarray, other: np.ndarray, snr_db: float) -> np.ndarray:
+    other = np.resize(other, len(speech))
+    gain = np.sqrt(np.mean(speech**2) / (np.mean(other**2) + 1e-12) / 10 ** (snr_db / 10))
+    return (speech + gain * other).astype(np.float32)
+
+
+def speech_examples(clips: list[Path], beds: list[np.ndarray]):
+    from modeling import load_audio
+
+    rng = np.random.default_rng(0)
+    band = scipy.signal.butter(6, [300, 3400], btype="band", fs=SR, output="sos")
+    for i, path in enumerate(clips):
+        wave = load_audio(path)
+        yield "plain", path, wave
+        variant = i % 4
+        if variant == 0:
+            yield "noise 5 dB", path, _mix(wave, rng.standard_normal(len(wave)).astype(np.float32), 5)
+        elif variant == 1:
+            yield "music bed 5 dB", path, _mix(wave, beds[i % len(beds)], 5)
+        elif variant == 2:
+            yield "telephone band", path, scipy.signal.sosfilt(band, wave).astype(np.float32)
+        else:
+            pause = (0.002 * rng.standard_normal(int(0.7 * SR))).astype(np.float32)
+            others = [load_audio(clips[(i + 97 * k) % len(clips)]) for k in (1, 2, 3)]
+            yield "after pauses", path, np.concatenate([wave, pause, others[0], pause, others[1], pause, others[2]])
+
+
+def pieces_features(wave: np.ndarray) -> list[list[dict]] | None:
+    """Per segment, the features of its pieces, as `detect_speech` would see them; None if Silero refuses it."""
+    from modeling.speech import PRESENCE_THRESHOLD, SpeechSegment, gate_pieces, max_speech_probability, speech_segments, voice_features
+
+    segments = speech_segments(wave)
+    if not segments:
+        if max_speech_probability(wave) < PRESENCE_THRESHOLD:
+            return None
+        segments = [SpeechSegment(0.0, len(wave) / SR)]
+    return [[voice_features(wave[a:b]) for a, b in gate_pieces(s, len(wave))] for s in segments]
+
+
+def _work(item):
+    kind, group, name, wave = item
+    import torch
+
+    torch.set_num_threads(1)
+    return kind, group, name, pieces_features(wave)
+
+
+def examples(cache: Path):
+    bed_tracks = [t for p in ("hyperrogue-music", "wesnoth-1.16-music") for t in music_tracks(p, cache)][::6]
+    beds = [wave for t in bed_tracks for _, wave in list(music_excerpts(t))[1:2]]
+    for package in FIT_MUSIC + HELD_OUT_MUSIC:
+        for track in music_tracks(package, cache):
+            try:
+                for name, wave in music_excerpts(track):
+                    yield "music", package, name, wave
+            except Exception as err:  # a track the decoder cannot read (or a silent one) is no example
+                print(f"skipped {track.name}: {err}")
+    clips = sorted(DATA_DIR.parent.glob("*/**/*.flac"))
+    for variant, path, wave in speech_examples(clips, beds):
+        speaker = path.parent.name if path.parent.name.startswith("Actor_") else path.name[:2]
+        yield f"speech: {variant}", speaker, str(path.relative_to(DATA_DIR.parent)), wave
+
+
+def is_fit(kind: str, group: str) -> bool:
+    return group in FIT_MUSIC if kind == "music" else group in FIT_RAVDESS | FIT_EMODB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fit", action="store_true", help="refit modeling/music_gate.json first")
+    parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--reuse", action="store_true", help="the features of the last run (same code and data)")
+    args = parser.parse_args()
+
+    features = args.cache / "features.pkl"  # the slow part, kept for --reuse
+    if args.reuse and features.exists():
+        rows = pickle.loads(features.read_bytes())
+    else:
+        with get_context("fork").Pool(args.workers) as pool:
+            rows = list(pool.imap(_work, examples(args.cache), chunksize=8))
+        features.write_bytes(pickle.dumps(rows))
+
+    from modeling import speech
+
+    if args.fit:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        fit = [(kind, seg) for kind, group, _, segs in rows if segs and is_fit(kind, group) for seg in segs]
+        x = np.nan_to_num(np.array([[piece[f] for f in FEATURES] for _, seg in fit for piece in seg]))
+        y = np.array([kind == "music" for kind, seg in fit for _ in seg])
+        scaler = StandardScaler().fit(x)
+        clf = LogisticRegression(max_iter=5000, class_weight="balanced").fit(scaler.transform(x), y)
+        p = iter(clf.predict_proba(scaler.transform(x))[:, 1])
+        # A segment is dropped when all its pieces score above the threshold: no fit speech segment may be.
+        segment_scores = [(kind, min(next(p) for _ in seg)) for kind, seg in fit]
+        threshold = max(MIN_THRESHOLD, max(score for kind, score in segment_scores if kind != "music"))
+        speech.MUSIC_GATE.write_text(
+            json.dumps(
+                {
+                    "about": "speech/music check of modeling/speech.py: logistic regression on standardized features",
+                    "fitted_by": "python benchmarks/bench_music.py --fit",
+                    "music": list(FIT_MUSIC),
+                    "speech": "RAVDESS actors 01-10, EmoDB speakers 03 08 09 10 11: plain, noise, music bed, telephone, pauses",
+                    "pieces": {"music": int(y.sum()), "speech": int((~y).sum())},
+                    "features": FEATURES,
+                    "mean": scaler.mean_.tolist(),
+                    "scale": scaler.scale_.tolist(),
+                    "coef": clf.coef_[0].tolist(),
+                    "intercept": float(clf.intercept_[0]),
+                    "threshold": threshold,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
+        speech.music_gate.cache_clear()
+
+    threshold = speech.music_gate()["threshold"]
+    outcome = {}  # (split, kind, group) -> refused flags per recording
+    dropped_pieces = {}  # speech segments judged music, per split
+    for kind, group, _, segs in rows:
+        split = "fit" if is_fit(kind, group) else "held_out"
+        music = [all(speech.music_probability(p) > threshold for p in seg) for seg in segs or []]
+        refused = segs is None or all(music)
+        outcome.setdefault((split, kind, group if kind == "music" else ""), []).append(refused)
+        if kind != "music":
+            d = dropped_pieces.setdefault(split, [0, 0])
+            d[0] += sum(music)
+            d[1] += len(music)
+
+    def table(split):
+        return {
+            f"{kind} {group}".strip(): f"{sum(v)}/{len(v)}" for (s, kind, group), v in sorted(outcome.items()) if s == split
+        }
+
+    def music_share(split):
+        flags = [r for (s, kind, _), v in outcome.items() if s == split and kind == "music" for r in v]
+        return round(float(np.mean(flags)), 3)
+
+    silero = {}
+    for kind, group, _, segs in rows:
+        if kind == "music":
+            silero.setdefault("fit" if is_fit(kind, group) else "held_out", []).append(segs is None)
+    save(
+        "music",
+        {
+            "threshold": threshold,
+            "held_out_music_refused": music_share("held_out"),
+            "held_out_music_refused_by_silero_alone": round(float(np.mean(silero["held_out"])), 3),
+            "held_out_speech_segments_dropped_as_music": "{}/{}".format(*dropped_pieces["held_out"]),
+            "fit_speech_segments_dropped_as_music": "{}/{}".format(*dropped_pieces["fit"]),
+            "held_out_refused": table("held_out"),
+            "fit_refused": table("fit"),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
