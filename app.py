@@ -56,7 +56,7 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification  # noqa: E402
 
-from modeling import AudioError, load_audio, predict_long  # noqa: E402
+from modeling import AudioError, load_audio, predict_long, speech  # noqa: E402
 from modeling.live import LiveSessions, live_step  # noqa: E402
 from modeling.loading import ModelError, check_ser_model, resolve_model_path  # noqa: E402
 
@@ -108,6 +108,8 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
     check_ser_model(model_id)  # a plain backbone would otherwise be served with a random head
     model = AutoModelForAudioClassification.from_pretrained(model_id).eval()
     feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
+    if feature_extractor.speech_detection:
+        speech.warm_up()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     threshold = model.config.uncertainty_threshold
     calibrated = model.config.temperature != 1.0

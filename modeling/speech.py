@@ -161,6 +161,13 @@ def _smile():
     return opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
 
 
+def warm_up() -> None:
+    """Loads Silero, openSMILE and the music check now, so that a server's first request does not wait for them."""
+    _vad()
+    _smile()
+    music_gate()
+
+
 @lru_cache(maxsize=1)
 def music_gate() -> dict:
     """The fitted check (`music_gate.json`): feature names, standardization, weights, threshold, provenance."""
