@@ -117,13 +117,11 @@ def speech_examples(clips: list[Path], beds: list[np.ndarray]):
 
 def pieces_features(wave: np.ndarray) -> list[list[dict]] | None:
     """Per segment, the features of its pieces, as `detect_speech` would see them; None if Silero refuses it."""
-    from modeling.speech import PRESENCE_THRESHOLD, SpeechSegment, gate_pieces, max_speech_probability, speech_segments, voice_features
+    from modeling.speech import gate_pieces, voice_activity, voice_features
 
-    segments = speech_segments(wave)
+    segments = voice_activity(wave)
     if not segments:
-        if max_speech_probability(wave) < PRESENCE_THRESHOLD:
-            return None
-        segments = [SpeechSegment(0.0, len(wave) / SR)]
+        return None
     return [[voice_features(wave[a:b]) for a, b in gate_pieces(s, len(wave))] for s in segments]
 
 

@@ -190,12 +190,19 @@ def is_music(wave: np.ndarray, segment: SpeechSegment, sampling_rate: int = SAMP
     )
 
 
-def detect_speech(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE, name: str = "audio") -> list[SpeechSegment]:
-    """The speech segments, those that sound like music without a voice left out; the whole audio as one segment
-    when speech is present but not delimited (see the module notes); `NoSpeechError` when there is none."""
+def voice_activity(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> list[SpeechSegment]:
+    """What Silero hears as speech, before the music check: its segments, else the whole audio when speech is
+    present but not delimited, else nothing."""
     segments = speech_segments(wave, sampling_rate)
     if not segments and max_speech_probability(wave, sampling_rate) >= PRESENCE_THRESHOLD:
         segments = [SpeechSegment(0.0, len(wave) / sampling_rate)]
+    return segments
+
+
+def detect_speech(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE, name: str = "audio") -> list[SpeechSegment]:
+    """The speech segments, those that sound like music without a voice left out; the whole audio as one segment
+    when speech is present but not delimited (see the module notes); `NoSpeechError` when there is none."""
+    segments = voice_activity(wave, sampling_rate)
     if not segments:
         raise NoSpeechError(
             f"{name}: no speech found (it sounds like silence, noise, a tone or a constant signal); the model "
