@@ -207,14 +207,17 @@ def main() -> None:
 
     threshold = speech.music_gate()["threshold"]
     outcome = {}  # (split, kind, group) -> refused flags per recording
-    dropped_pieces = {}  # speech segments judged music, per split
+    dropped = {}  # per split: speech segments judged music, speech segments
+    silero = {}  # per split: music excerpts Silero refuses before the check
     for kind, group, _, segs in rows:
         split = "fit" if is_fit(kind, group) else "held_out"
         music = [all(speech.music_probability(p) > threshold for p in seg) for seg in segs or []]
         refused = segs is None or all(music)
         outcome.setdefault((split, kind, group if kind == "music" else ""), []).append(refused)
-        if kind != "music":
-            d = dropped_pieces.setdefault(split, [0, 0])
+        if kind == "music":
+            silero.setdefault(split, []).append(segs is None)
+        else:
+            d = dropped.setdefault(split, [0, 0])
             d[0] += sum(music)
             d[1] += len(music)
 
@@ -227,18 +230,14 @@ def main() -> None:
         flags = [r for (s, kind, _), v in outcome.items() if s == split and kind == "music" for r in v]
         return round(float(np.mean(flags)), 3)
 
-    silero = {}
-    for kind, group, _, segs in rows:
-        if kind == "music":
-            silero.setdefault("fit" if is_fit(kind, group) else "held_out", []).append(segs is None)
     save(
         "music",
         {
             "threshold": threshold,
             "held_out_music_refused": music_share("held_out"),
             "held_out_music_refused_by_silero_alone": round(float(np.mean(silero["held_out"])), 3),
-            "held_out_speech_segments_dropped_as_music": "{}/{}".format(*dropped_pieces["held_out"]),
-            "fit_speech_segments_dropped_as_music": "{}/{}".format(*dropped_pieces["fit"]),
+            "held_out_speech_segments_dropped_as_music": "{}/{}".format(*dropped["held_out"]),
+            "fit_speech_segments_dropped_as_music": "{}/{}".format(*dropped["fit"]),
             "held_out_refused": table("held_out"),
             "fit_refused": table("fit"),
         },
