@@ -54,11 +54,10 @@ from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification  # noqa: E402
 
-from modeling import AudioError, load_audio, predict_long, speech  # noqa: E402
-from modeling.live import LiveSessions, live_step  # noqa: E402
-from modeling.loading import ModelError, check_ser_model, resolve_model_path  # noqa: E402
+from modeling import AudioError, speech  # noqa: E402
+from serving.loading import ModelError, load_classifier, resolve_model_path  # noqa: E402
+from serving.sessions import LiveSessions  # noqa: E402
 
 # Gradio's queue records the last GRADIO_ANALYTICS_MAX_EVENTS events (default 10,000) for its monitoring page and
 # rebuilds a pandas summary of all of them after every request: under steady load that record made the server's
@@ -105,19 +104,21 @@ class LimitedBlocks(gr.Blocks):
 
 def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> LimitedBlocks:
     model_id = resolve_model_path(model_id)
-    check_ser_model(model_id)  # a plain backbone would otherwise be served with a random head
-    model = AutoModelForAudioClassification.from_pretrained(model_id).eval()
-    feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
-    if feature_extractor.speech_detection:
-        speech.warm_up()
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    threshold = model.config.uncertainty_threshold
-    calibrated = model.config.temperature != 1.0
+    classifier = load_classifier(model_id)  # a plain backbone is refused, not served with a random head
+    labels = classifier.labels
+    threshold = classifier.uncertainty_threshold
+    calibrated = classifier.model.config.temperature != 1.0
+    window_s = classifier.feature_extractor.window_s
 
     # Predictions run on a fixed set of threads that live as long as the server, not on whichever of Gradio's
     # worker threads is free: those come and go, and every new thread that runs torch sets up its own OpenMP
-    # team and malloc arena, which under steady load made the server's memory creep up.
-    workers = ThreadPoolExecutor(max_workers=limits.concurrency, thread_name_prefix="predict")
+    # team and malloc arena, which under steady load made the server's memory creep up. Each thread has its own
+    # speech detector (recurrent state), loaded when the thread starts rather than on its first request.
+    workers = ThreadPoolExecutor(
+        max_workers=limits.concurrency,
+        thread_name_prefix="predict",
+        initializer=speech.warm_up if classifier.speech_detection else None,
+    )
 
     async def predict(audio_path: str | None):
         return await asyncio.get_running_loop().run_in_executor(workers, classify, audio_path)
@@ -126,22 +127,23 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
         if not audio_path:
             raise gr.Error("No audio received: record something or upload a file first.")
         try:
-            wave = load_audio(audio_path, feature_extractor.sampling_rate, max_duration_s=limits.max_duration_s)
             # The model's one policy: speech check, then one pass or speech segments.
-            result = predict_long(model, feature_extractor, wave, name=Path(audio_path).name)
+            result = classifier.classify_file(audio_path, max_duration_s=limits.max_duration_s, name=Path(audio_path).name)
         except AudioError as err:
             raise gr.Error(str(err)) from None
         timeline = None
         if len(result.windows) > 1:
-            timeline = timeline_frame([((w.start_s + w.end_s) / 2, w.scores) for w in result.windows if w.scores is not None])
-        return result.scores, gr.LinePlot(value=timeline, visible=timeline is not None), confidence_note(result.scores)
+            timeline = timeline_frame([((w["start_s"] + w["end_s"]) / 2, w["scores"]) for w in result.timeline()])
+        return result.scores, gr.LinePlot(value=timeline, visible=timeline is not None), confidence_note(result)
 
-    def confidence_note(scores: dict[str, float]) -> str:
-        top = max(scores, key=scores.get)
-        if scores[top] < threshold:
+    def confidence_note(result) -> str:
+        if result.uncertain:
             meaning = " (calibrated: the model is more likely wrong than right here)" if calibrated else ""
-            return f"**Uncertain**: the top label, {top}, has probability {scores[top]:.2f}, below {threshold:g}{meaning}."
-        return f"Top label {top}, probability {scores[top]:.2f} (at least {threshold:g}: not flagged as uncertain)."
+            return (
+                f"**Uncertain**: the top label, {result.label}, has probability {result.score:.2f}, below "
+                f"{threshold:g}{meaning}."
+            )
+        return f"Top label {result.label}, probability {result.score:.2f} (at least {threshold:g}: not flagged as uncertain)."
 
     def timeline_frame(points) -> pd.DataFrame | None:
         if not points:
@@ -159,7 +161,7 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
         if chunk is None:
             return gr.skip(), gr.skip(), gr.skip()
         sampling_rate, samples = chunk
-        update = live_step(model, feature_extractor, live_sessions.get(key), sampling_rate, samples)
+        update = classifier.stream(live_sessions.get(key), sampling_rate, samples)
         frame = timeline_frame(update.timeline)
         return update.scores, gr.LinePlot(value=frame, visible=frame is not None), update.status
 
@@ -171,7 +173,7 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
         gr.Markdown(
             "# Speech emotion recognition\n"
             f"Record or upload speech; the model returns the probability of each of its {len(labels)} labels "
-            f"({', '.join(labels)}). Audio longer than {feature_extractor.window_s:g} s is also shown as a timeline.\n\n"
+            f"({', '.join(labels)}). Audio longer than {window_s:g} s is also shown as a timeline.\n\n"
             f"{model_note(model_id, len(labels))}\n\n"
             "Trained on acted speech (the model card names the corpora and their licences): expect errors on "
             "everyday speech. Not for decisions about people."

@@ -22,7 +22,7 @@ import sys
 
 from transformers import HfArgumentParser
 
-from modeling.loading import ModelError
+from serving.loading import ModelError
 from training.args import DataArguments, EvaluationArguments
 from training.evaluation import evaluate_model, results_markdown
 from training.sources import DataError

@@ -13,7 +13,8 @@ windows, exactly as the pipeline and the demo do. Under `torchrun` or `accelerat
 across the processes (one per GPU, or CPU processes), which append to the same CSV.
 
 Columns: path, label, score, uncertain (true when the score is below the model's `uncertainty_threshold`, 0.5
-unless its config says otherwise), one probability per label of the model (its `id2label`), duration_s, error.
+unless its config says otherwise), one probability per label of the model (its `id2label`; with --labels, only
+those, renormalized over them), duration_s, error.
 Rows are appended as files are done, so a killed run loses only the files in flight, and a later run with the
 same --out skips the files already in the CSV (--retry_errors tries the failed ones again). --timeline adds a JSON
 line per classified piece of each file: its speech segments (long files) or the whole file (one window or less).
@@ -35,15 +36,12 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from modeling import AudioError, predict_long
+from modeling import Prediction, SERClassifier
 from modeling.audio import AUDIO_EXTENSIONS
-from modeling.batch import Decoded, DecoderPool, ResultsCSV, TimelineJSONL
-from modeling.fast import quantize_int8
-from modeling.inference import probabilities
-from modeling.loading import ModelError, check_ser_model, resolve_model_path
-from modeling.speech import NoSpeechError, detect_speech
+from modeling.inference import check_candidate_labels
+from serving.batch import Decoded, DecoderPool, ResultsCSV, TimelineJSONL
+from serving.loading import ModelError, load_classifier, resolve_model_path
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravdess-emodb")
 
@@ -78,15 +76,14 @@ def header_duration(path: str) -> float:
         return 0.0
 
 
-def result_row(path: str, scores: dict[str, float], duration: float, threshold: float) -> dict:
-    label = max(scores, key=scores.get)
+def result_row(path: str, prediction: Prediction) -> dict:
     return {
         "path": path,
-        "label": label,
-        "score": f"{scores[label]:.6f}",
-        "uncertain": str(scores[label] < threshold).lower(),  # the model's uncertainty_threshold
-        **{name: f"{p:.6f}" for name, p in scores.items()},
-        "duration_s": f"{duration:.3f}",
+        "label": prediction.label,
+        "score": f"{prediction.score:.6f}",
+        "uncertain": str(prediction.uncertain).lower(),  # the model's uncertainty_threshold
+        **{name: f"{p:.6f}" for name, p in prediction.scores.items()},
+        "duration_s": f"{prediction.duration_s:.3f}",
         "error": "",
     }
 
@@ -113,55 +110,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--timeline", default=None, help="also write a JSON line per speech segment (or window) of each file to this file"
     )
+    parser.add_argument(
+        "--labels", default=None, help="comma-separated subset of the model's labels: answers renormalized over them"
+    )
     return parser.parse_args(argv)
 
 
-def load_model(name: str, dtype: str, device: torch.device):
-    model = AutoModelForAudioClassification.from_pretrained(name).eval()
-    return quantize_int8(model) if dtype == "int8" else model.to(device)  # int8: CPU kernels only
-
-
-def classify(model, fe, decoded, store: ResultsCSV, labels: list[str], batch_size: int, progress, timeline=None) -> None:
-    """Classifies files as their workers deliver them; rows reach the CSV after each batch (and the timeline
-    lines of a file before its row)."""
+def classify(classifier: SERClassifier, decoded, store: ResultsCSV, batch_size: int, progress, timeline=None, labels=None) -> None:
+    """Classifies files as their workers deliver them, `batch_size` at a time (the classifier batches the short
+    ones); rows reach the CSV after each batch, and the timeline lines of a file before its row."""
     batch: list[Decoded] = []
-    threshold = model.config.uncertainty_threshold
 
     def run_batch() -> None:
-        probs = probabilities(model, fe.collate([d.features for d in batch], return_tensors="pt"))
+        ready = [d for d in batch if d.error is None]
+        results = dict(
+            zip(
+                (d.path for d in ready),
+                classifier.classify_batch(
+                    [d.wave for d in ready], [os.path.basename(d.path) for d in ready], labels,
+                    features=[d.features for d in ready], segments=[d.segments for d in ready],
+                ),  # fmt: skip
+            )
+        )
         rows = []
-        for d, p in zip(batch, probs):
-            scores, duration = dict(zip(labels, p.tolist())), len(d.wave) / fe.sampling_rate
-            if timeline:
-                timeline.append(d.path, [(0.0, duration, scores)])
-            rows.append(result_row(d.path, scores, duration, threshold))
+        for d in batch:
+            result = results.get(d.path, d.error)
+            if isinstance(result, Prediction):
+                if timeline:
+                    timeline.append(d.path, [(w["start_s"], w["end_s"], w["scores"]) for w in result.timeline()])
+                rows.append(result_row(d.path, result))
+            else:
+                rows.append(error_row(d.path, str(result)))
         store.append(rows)
         progress.update(len(batch))
         batch.clear()
 
     for item in decoded:
-        if item.features is not None and fe.speech_detection:
-            try:  # the long files' check is in predict_long
-                detect_speech(item.wave, fe.sampling_rate, os.path.basename(item.path))
-            except NoSpeechError as err:
-                item = Decoded(item.path, error=str(err))
-        if item.features is not None:
-            batch.append(item)
-            if len(batch) == batch_size:
-                run_batch()
-            continue
-        if item.error:
-            row = error_row(item.path, item.error)
-        else:
-            try:
-                long = predict_long(model, fe, item.wave, name=os.path.basename(item.path))
-                if timeline:
-                    timeline.append(item.path, [(w.start_s, w.end_s, w.scores) for w in long.windows if w.scores])
-                row = result_row(item.path, long.scores, long.duration_s, threshold)
-            except AudioError as err:
-                row = error_row(item.path, str(err))
-        store.append([row])
-        progress.update(1)
+        batch.append(item)
+        if len(batch) == batch_size:
+            run_batch()
     if batch:
         run_batch()
 
@@ -181,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.model = resolve_model_path(args.model)
-        check_ser_model(args.model)
     except ModelError as err:
         raise SystemExit(f"predict.py: {err}") from None
     # torchrun and `accelerate launch` set the process group up through the environment; alone, one process. It
@@ -193,14 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cpu")
     else:
         device = torch.device("cuda", state.local_process_index % torch.cuda.device_count())
-    fe = AutoFeatureExtractor.from_pretrained(args.model)
-    with DecoderPool(fe, args.workers, args.file_timeout_s, args.worker_memory_gb or None) as pool:
-        model = load_model(args.model, args.dtype, device)
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        header = columns(labels)
-        if len(set(header)) != len(header):
-            raise SystemExit(f"{args.model}: a label is named like a CSV column ({labels}); rename it in the model's config")
-
+    try:
+        classifier = load_classifier(args.model, device=device, dtype=args.dtype)
+        labels = check_candidate_labels(classifier.labels, args.labels) or classifier.labels
+    except (ModelError, ValueError) as err:
+        raise SystemExit(f"predict.py: {err}") from None
+    header = columns(labels)
+    if len(set(header)) != len(header):
+        raise SystemExit(f"{args.model}: a label is named like a CSV column ({labels}); rename it in the model's config")
+    with DecoderPool(classifier.feature_extractor, args.workers, args.file_timeout_s, args.worker_memory_gb or None) as pool:
         store = ResultsCSV(args.out, header)
         timeline = TimelineJSONL(args.timeline) if args.timeline else None
         with state.main_process_first():
@@ -226,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         progress = tqdm(total=len(todo), unit="file", desc="Classifying", disable=not state.is_local_main_process)
-        classify(model, fe, pool.map(todo), store, labels, args.batch_size, progress, timeline)
+        classify(classifier, pool.map(todo), store, args.batch_size, progress, timeline, args.labels and labels)
         progress.close()
 
     state.wait_for_everyone()

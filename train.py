@@ -37,7 +37,7 @@ from training.experiment import (
     saved_feature_extractor,
     subsample,
 )
-from modeling.files import write_json_atomic, write_text_atomic
+from serving.files import write_json_atomic, write_text_atomic
 from training.card import render_card
 from training.hub import push_to_hub
 from training.metrics import SUMMARY_METRICS

@@ -18,7 +18,7 @@ import torch
 from common import BASE_BACKBONE, save
 from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
 
-from modeling import SERConfig, SERModel
+from modeling import SERConfig, SERForSequenceClassification
 
 
 def cuda_median(fn, repeats: int) -> float:
@@ -40,7 +40,7 @@ def checks() -> dict:
         model_type="wav2vec2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
         feat_extract_norm="layer", do_stable_layer_norm=True,
     )  # fmt: skip
-    model = SERModel(SERConfig(backbone_config=tiny)).eval()
+    model = SERForSequenceClassification(SERConfig(backbone_config=tiny)).eval()
     x = torch.randn(2, 48000)
     mask = torch.ones(2, 48000, dtype=torch.long)
     mask[1, 20000:] = 0
@@ -49,7 +49,7 @@ def checks() -> dict:
         model.cuda()
         gpu = model(input_values=x.cuda(), attention_mask=mask.cuda()).logits.cpu()
         alone = model(input_values=x[1:, :20000].cuda(), attention_mask=mask[1:, :20000].cuda()).logits.cpu()
-    base = SERModel(SERConfig(backbone_config=BASE_BACKBONE)).cuda().train()
+    base = SERForSequenceClassification(SERConfig(backbone_config=BASE_BACKBONE)).cuda().train()
     opt = torch.optim.AdamW([p for p in base.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.01)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = base(input_values=torch.randn(8, 64000, device="cuda"), labels=torch.arange(8, device="cuda")).loss
@@ -65,7 +65,7 @@ def checks() -> dict:
 @torch.inference_mode()
 def speed(repeats: int) -> dict:
     torch.manual_seed(0)
-    ours = SERModel(SERConfig(backbone_config=BASE_BACKBONE)).cuda().eval()
+    ours = SERForSequenceClassification(SERConfig(backbone_config=BASE_BACKBONE)).cuda().eval()
     reference = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(num_labels=8)).cuda().eval()
     rows = {}
     shapes = {"1s": (1, 16000), "4s": (1, 64000), "10s": (1, 160000), "batch32x4s": (32, 64000)}

@@ -19,14 +19,14 @@ import torch
 from common import BASE_BACKBONE, BUNDLED, DATA_DIR, interleaved_median, save
 from transformers import AutoFeatureExtractor, Wav2Vec2Config, Wav2Vec2ForSequenceClassification
 
-from modeling import SERConfig, SERModel, load_audio
-from modeling.fast import OnnxSERModel, export_onnx, quantize_int8
+from modeling import SERConfig, SERForSequenceClassification, load_audio
+from serving.fast import OnnxSERModel, export_onnx, quantize_int8
 
 
 @torch.inference_mode()
 def speed(repeats: int) -> dict:
     torch.manual_seed(0)
-    ours = SERModel(SERConfig(backbone_config=BASE_BACKBONE)).eval()
+    ours = SERForSequenceClassification(SERConfig(backbone_config=BASE_BACKBONE)).eval()
     reference = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(num_labels=8, classifier_proj_size=256)).eval()
     int8 = quantize_int8(ours)
     onnx_path = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False).name
@@ -58,7 +58,7 @@ def speed(repeats: int) -> dict:
 
 @torch.inference_mode()
 def agreement(n_clips: int) -> dict:
-    model = SERModel.from_pretrained(BUNDLED).eval()
+    model = SERForSequenceClassification.from_pretrained(BUNDLED).eval()
     fe = AutoFeatureExtractor.from_pretrained(BUNDLED)
     paths = sorted(DATA_DIR.glob("Actor_*/*.flac"))[:: max(1, 1200 // n_clips)][:n_clips]
     onnx_path = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False).name

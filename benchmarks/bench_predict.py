@@ -26,7 +26,7 @@ def main() -> None:
     paths = [str(p) for p in sorted(DATA_DIR.glob("Actor_*/*.flac"))[:: max(1, 1200 // args.clips)][: args.clips]]
     audio_s = sum(float(predict.header_duration(p)) for p in paths)
 
-    classifier = pipeline("audio-classification", model=str(BUNDLED), top_k=None)
+    classifier = pipeline("audio-classification", model=str(BUNDLED), top_k=None, trust_remote_code=True)
     classifier(paths[0])  # warm-up, as predict.py's model load is not timed either
     start = time.perf_counter()
     naive = {p: {r["label"]: r["score"] for r in classifier(p)} for p in paths}

@@ -16,7 +16,7 @@ import time
 import torch
 from common import BASE_BACKBONE, DATA_DIR, save
 
-from modeling import SERConfig, SERFeatureExtractor, SERModel, load_audio
+from modeling import SERConfig, SERFeatureExtractor, SERForSequenceClassification, load_audio
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = SERModel(SERConfig(backbone_config=BASE_BACKBONE, freeze_backbone=True))
+    model = SERForSequenceClassification(SERConfig(backbone_config=BASE_BACKBONE, freeze_backbone=True))
     fe = SERFeatureExtractor()
     paths = sorted(DATA_DIR.glob("Actor_*/*.flac"))[:: max(1, 1200 // args.clips)][: args.clips]
     waves = [fe.process_waveform(load_audio(p)) for p in paths]

@@ -35,7 +35,7 @@ MIN_DURATION_S = 0.1
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
 MAX_CHANNELS = 64
-# Longest audio decoded when the caller sets no limit: generous for `predict_long` on hours of speech, and a
+# Longest audio decoded when the caller sets no limit: generous for hours of speech classified in pieces, and a
 # bound on memory (4 h at 16 kHz is 0.9 GB of float32) whatever a header claims.
 DEFAULT_MAX_DURATION_S = 4 * 3600.0
 # -80 dBFS: below this peak there is nothing a microphone picked up beyond dither.
@@ -115,7 +115,10 @@ def _decode_soundfile(file, name: str, max_duration_s: float | None) -> tuple[np
 
 
 def _decode_ffmpeg(file, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
-    from torchcodec.decoders import AudioDecoder
+    try:  # optional: WAV, FLAC, OGG and MP3 decode without it
+        from torchcodec.decoders import AudioDecoder
+    except ImportError:
+        raise RuntimeError("decoding this container needs torchcodec and FFmpeg: pip install torchcodec") from None
 
     if isinstance(file, io.BytesIO):
         file = file.getvalue()

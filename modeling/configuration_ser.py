@@ -12,7 +12,7 @@ POOLING_MODES = ("mean", "weighted_mean")
 
 class SERConfig(PretrainedConfig):
     r"""
-    Configuration of a [`SERModel`]: a Wav2Vec2-family backbone, pooling over time and an MLP head.
+    Configuration of a [`SERForSequenceClassification`]: a Wav2Vec2-family backbone, pooling over time and an MLP head.
 
     Args:
         backbone_config (`dict` or `PretrainedConfig`, *optional*):
@@ -30,14 +30,15 @@ class SERConfig(PretrainedConfig):
         freeze_backbone (`bool`, *optional*, defaults to `False`):
             Keep the whole backbone fixed and train the head (and layer weights) only.
         temperature (`float`, *optional*, defaults to 1.0):
-            The logits are divided by it (temperature scaling), so that the probabilities are calibrated: `train.py`
-            fits it on the validation split after training (`evaluate.py --fit_temperature` on a saved model). The
-            predicted label does not depend on it.
+            The logits are divided by it (temperature scaling), so that the probabilities are calibrated: it is
+            fitted on the validation speakers after training (the model card gives the figures). The predicted label
+            does not depend on it.
         uncertainty_threshold (`float`, *optional*, defaults to 0.5):
-            The demo and `predict.py` flag a prediction as uncertain when its top (calibrated) probability is below
+            A prediction is flagged as uncertain (`SERClassifier`, the pipeline with `details=True`) when its top
+            (calibrated) probability is below
             this: at 0.5, the model is then more likely wrong than right.
         id2label (`dict[int, str]`, *optional*):
-            The model's labels, taken from the training data (`train.py` sets them). Without labels (and without
+            The model's labels, taken from the training data. Without labels (and without
             `num_labels`), the config gets transformers' two placeholders `LABEL_0`, `LABEL_1`: no dataset's label
             set is assumed.
     """

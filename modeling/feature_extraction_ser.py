@@ -13,13 +13,13 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
     r"""
     Turns 16 kHz mono waveforms into the model's `input_values` and `attention_mask`.
 
-    Each waveform is checked (see `modeling.audio.check_waveform`), denoised by spectral gating (`noisereduce`),
+    Each waveform is checked (see `audio.check_waveform`), denoised by spectral gating (`noisereduce`),
     then normalized to zero mean and unit variance over its own samples, as wav2vec2 was pre-trained on, before the
     batch is zero-padded. The same steps run in training, in `pipeline(...)` and in the demo.
 
     Args:
         sampling_rate (`int`, *optional*, defaults to 16000):
-            The rate the model expects; callers resample to it with `modeling.audio` first.
+            The rate the model expects; callers resample to it with `audio.py` first.
         noise_reduction (`bool`, *optional*, defaults to `True`):
             Apply spectral gating.
         noise_reduction_stationary (`bool`, *optional*, defaults to `False`):
@@ -34,19 +34,19 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask (`bool`, *optional*, defaults to `True`):
             The model pools over non-padding frames only, so the mask is returned by default.
         max_duration_s (`float`, *optional*, defaults to 60.0):
-            Longest waveform accepted in one pass, and the longest audio `pipeline(...)` classifies. Self-attention
-            memory grows with the square of the length; `modeling.predict_long` and `predict.py` classify longer
-            recordings.
+            Longest waveform this feature extractor prepares for one pass of the model. Self-attention memory grows
+            with the square of the length; recordings of any length are classified in pieces by the inference policy
+            (`SERClassifier`, the pipeline), which never asks for a pass longer than `window_s`.
         window_s (`float`, *optional*, defaults to 5.0):
-            The inference policy, one for the pipeline, `predict.py` and the demo (`modeling.predict_long`):
-            audio up to `window_s` is classified in one pass; longer audio by its speech segments (with
+            The inference policy (`inference.py`, one for the pipeline and every other way of classifying a
+            recording): audio up to `window_s` is classified in one pass; longer audio by its speech segments (with
             `speech_detection`; segments longer than `window_s` in `window_s` windows every `hop_s`), or else in
             `window_s` windows every `hop_s`; the probabilities are averaged, weighted by duration. 5 s holds a
             typical acted utterance (3-5 s).
         hop_s (`float`, *optional*, defaults to 2.5):
             Step between windows (half a window: every moment is seen by two windows).
         speech_detection (`bool`, *optional*, defaults to `True`):
-            Check for speech (Silero VAD, `modeling.speech`) before classifying a recording: audio without speech
+            Check for speech (Silero VAD, `speech.py`) before classifying a recording: audio without speech
             (silence, noise, a tone, a DC offset, most music without a voice) raises `NoSpeechError`, and long
             audio is classified by speech segments. Not applied to training clips, which are speech by construction.
     """
@@ -82,6 +82,10 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
         self.hop_s = hop_s
         self.speech_detection = speech_detection
 
+    def is_one_pass(self, num_samples: int) -> bool:
+        """Whether audio of this many samples is classified in one pass (else by speech segments or windows)."""
+        return num_samples <= self.window_s * self.sampling_rate
+
     def denoise(self, wave: np.ndarray) -> np.ndarray:
         if not self.noise_reduction:
             return wave
@@ -106,8 +110,8 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
         if len(wave) > self.max_duration_s * self.sampling_rate:
             raise AudioError(
                 f"audio is {len(wave) / self.sampling_rate:.1f} s long; one pass takes at most {self.max_duration_s:g} s "
-                "(attention cost grows with the square of the length): use modeling.predict_long, which "
-                "classifies long audio in windows"
+                "(attention cost grows with the square of the length): classify it with the pipeline or "
+                "SERClassifier, which take long audio in pieces"
             )
         wave = self.denoise(wave)
         return self.normalize(wave) if self.do_normalize else wave
@@ -128,7 +132,7 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
         if sampling_rate is not None and sampling_rate != self.sampling_rate:
             raise AudioError(
                 f"audio at {sampling_rate} Hz was given to a feature extractor for {self.sampling_rate} Hz; "
-                "resample it first (modeling.load_audio or modeling.audio.prepare_waveform do)"
+                "resample it first (audio.load_audio or audio.prepare_waveform do)"
             )
         is_batched = isinstance(raw_speech, (list, tuple)) and len(raw_speech) > 0 and np.ndim(raw_speech[0]) == 1
         if not is_batched:

@@ -6,10 +6,23 @@ import torch
 from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_ser import SERConfig
+
+# The pipeline that carries this model's inference policy (speech detection, speech segments, calibration): written
+# into config.json's `custom_pipelines` on save, with its code, so that `pipeline("audio-classification", model=...,
+# trust_remote_code=True)` runs it wherever the folder goes.
+CUSTOM_PIPELINES = {
+    "audio-classification": {
+        "impl": "pipeline_ser.SERAudioClassificationPipeline",
+        "pt": ["AutoModelForAudioClassification"],
+        "tf": [],
+        "type": "audio",
+    }
+}
 
 
 def masked_mean(hidden_states: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
@@ -39,21 +52,30 @@ class SERPreTrainedModel(PreTrainedModel):
         kwargs.setdefault("use_safetensors", True)
         return super().from_pretrained(*args, **kwargs)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves as transformers does, plus the pipeline of the inference policy (`CUSTOM_PIPELINES`) and its code."""
+        from .pipeline_ser import SERAudioClassificationPipeline
+
+        self.config.custom_pipelines = CUSTOM_PIPELINES
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True) and self._auto_class is not None:
+            custom_object_save(SERAudioClassificationPipeline, save_directory)
+
     def _init_weights(self, module: nn.Module) -> None:
         # The backbone is a PreTrainedModel and initializes its own modules; this covers the head.
         if isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=0.02)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, SERModel) and module.layer_weights is not None:
+        elif isinstance(module, SERForSequenceClassification) and module.layer_weights is not None:
             init.constant_(module.layer_weights, 1.0 / module.layer_weights.numel())
 
 
-class SERModel(SERPreTrainedModel):
+class SERForSequenceClassification(SERPreTrainedModel):
     """Wav2Vec2-family encoder -> mean over non-padding frames -> Linear-ReLU-Dropout-Linear.
 
     `forward` takes raw `input_values` (from [`SERFeatureExtractor`]) or, to train the head on cached features,
-    `pooled_embeddings` from [`SERModel.embed`].
+    `pooled_embeddings` from [`SERForSequenceClassification.embed`].
     """
 
     # forward(**kwargs) passes backbone options on; it takes no loss-scaling arguments, so Trainer must average
@@ -74,7 +96,7 @@ class SERModel(SERPreTrainedModel):
         self.apply_freezing()
 
     @classmethod
-    def from_backbone(cls, backbone_name_or_path: str, **kwargs) -> "SERModel":
+    def from_backbone(cls, backbone_name_or_path: str, **kwargs) -> "SERForSequenceClassification":
         """A new model around pretrained backbone weights (a Hub id such as `facebook/wav2vec2-base`, or a folder).
 
         Keyword arguments are `SERConfig` fields (`pooling`, `freeze_backbone`, ...); the head starts random.
@@ -83,9 +105,9 @@ class SERModel(SERPreTrainedModel):
         saved, _ = PretrainedConfig.get_config_dict(backbone_name_or_path, **hub_kwargs)
         if saved.get("model_type") == SERConfig.model_type:
             raise ValueError(
-                f"{backbone_name_or_path} is already a speech emotion model of this project, not a backbone: load it "
-                f"with SERModel.from_pretrained({str(backbone_name_or_path)!r}) (new labels: add id2label=..., "
-                "ignore_mismatched_sizes=True), or continue training it with train.py --model_name_or_path"
+                f"{backbone_name_or_path} is already a speech emotion model, not a backbone: load it with "
+                f"{cls.__name__}.from_pretrained({str(backbone_name_or_path)!r}) (new labels: add id2label=..., "
+                "ignore_mismatched_sizes=True)"
             )
         backbone = AutoModel.from_pretrained(backbone_name_or_path, **hub_kwargs)
         model = cls(SERConfig(backbone_config=backbone.config.to_dict(), **kwargs))
@@ -99,7 +121,7 @@ class SERModel(SERPreTrainedModel):
         if self.config.freeze_backbone:
             self.backbone.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "SERModel":
+    def train(self, mode: bool = True) -> "SERForSequenceClassification":
         super().train(mode)
         # A frozen backbone stays deterministic (no dropout, no SpecAugment), so it matches cached embeddings.
         if self.config.freeze_backbone:
@@ -114,7 +136,7 @@ class SERModel(SERPreTrainedModel):
         return attention_mask
 
     def embed(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled backbone features, `(batch, num_pooled_layers, hidden)`: the input of [`SERModel.classify`]."""
+        """Pooled backbone features, `(batch, num_pooled_layers, hidden)`: the input of [`classify`]."""
         return self._encode(input_values, attention_mask)[0]
 
     def _encode(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs):
@@ -174,7 +196,7 @@ class SERModel(SERPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch,)`, *optional*):
             Class indices; when given, the output holds the cross-entropy loss.
         pooled_embeddings (`torch.FloatTensor` of shape `(batch, num_pooled_layers, hidden)`, *optional*):
-            Cached output of [`SERModel.embed`], used instead of running the backbone.
+            Cached output of [`embed`], used instead of running the backbone.
         kwargs:
             Passed on to the backbone, as in transformers' classifiers: `output_hidden_states` and
             `output_attentions` (returned in the output's `hidden_states` and `attentions`), `mask_time_indices`.
@@ -183,7 +205,7 @@ class SERModel(SERPreTrainedModel):
         backbone_outputs = None
         if pooled_embeddings is None:
             if input_values is None:
-                raise ValueError("SERModel needs `input_values` or `pooled_embeddings`")
+                raise ValueError(f"{type(self).__name__} needs `input_values` or `pooled_embeddings`")
             pooled_embeddings, backbone_outputs = self._encode(input_values, attention_mask, **kwargs)
         output = self.classify(pooled_embeddings, labels)
         if backbone_outputs is not None:
@@ -191,3 +213,7 @@ class SERModel(SERPreTrainedModel):
             output.hidden_states = backbone_outputs.hidden_states if self._wants_hidden_states(kwargs) else None
             output.attentions = backbone_outputs.attentions
         return output
+
+
+# The name of this class before it followed transformers' naming; code and folders saved with it keep working.
+SERModel = SERForSequenceClassification

@@ -1,41 +1,43 @@
-"""Where the speech is: voice activity detection with Silero VAD (MIT licence; its weights ship in the package,
+"""Where the speech is: voice activity detection with Silero VAD (MIT licence; its weights ship in its package,
 so it runs offline).
 
 An emotion model answers for any input, so silence, noise, a tone or a DC offset would get a confident emotion.
-Every entry point that classifies whole recordings first asks `detect_speech` whether anyone speaks, and long
-recordings are classified by their speech segments rather than by fixed windows that straddle pauses.
+Every way of classifying a recording first asks `detect_speech` whether anyone speaks, and long recordings are
+classified by their speech segments rather than by fixed windows that straddle pauses.
 
-Two thresholds, both on Silero's per-frame (32 ms) speech probability:
-- segments are stretches above 0.5 (Silero's default), at least 0.25 s long, ended by 0.5 s below it;
+One Silero pass gives a speech probability per 32 ms frame; everything below is read from it:
+- segments are stretches above 0.5 (Silero's default), at least 0.25 s long, ended by 0.5 s below it (Silero's own
+  `get_speech_timestamps_from_probs`);
 - presence: audio with no such segment still counts as speech when some frame reaches 0.15. Silero delimits
-  ordinary speech well but scores shouted or screamed speech low: of the 1,735 acted clips this project trains
-  on, 13 (shouted, strong-intensity clips of one speaker) have no segment above 0.5, and their highest frame is
-  0.21-0.35 (`benchmarks/bench_speech.py`). White or pink noise, tones, DC offsets, sweeps and clicks stay below
-  0.08. Such audio is classified whole.
+  ordinary speech well but scores shouted or screamed speech low: of 1,735 acted clips (RAVDESS, EmoDB), 13
+  have no segment above 0.5 and their highest frame is 0.21-0.35, while white or pink noise, tones, DC offsets,
+  sweeps and clicks stay below 0.08. Such audio is classified whole.
+Audio up to `STREAM_S` is one stream, as Silero is meant to be run. Longer audio is cut into streams of that length,
+each started `WARMUP_S` early so that its recurrent state has settled, and the streams run side by side as one
+batch: ten times faster than frame after frame, with each sample still seen once.
 
-Music without a voice: Silero often takes instruments for voice (31% of instrumental game music it never saw
-reaches its presence threshold or a segment). So each segment (or, when speech is present but not delimited, the
-whole audio) also goes through a small speech/music check: a logistic regression over Silero's probabilities and
-openSMILE eGeMAPS voicing, rhythm and pitch descriptors, on pieces of 2-4 s. A segment is dropped as music when
-every piece of it scores above the threshold; audio with nothing left raises `MusicWithoutVoiceError`. Its
-weights, threshold and provenance are in `music_gate.json`, fitted on Debian's game-music packages and on the
-speech of half the speakers of ../shared/data (`python benchmarks/bench_music.py --fit`). On held-out music and
-speakers, 87% of the music is refused (Silero alone: 69%) and no speech segment is dropped (README). Singing is
-voice: a song may pass, as speech over background music should.
+Music without a voice: Silero often takes instruments for voice, so each segment (or, when speech is present but not
+delimited, the whole audio) also goes through a speech/music check on pieces of 2-4 s: a logistic regression over
+Silero's probabilities in the piece and openSMILE eGeMAPS voicing, rhythm and pitch descriptors. A segment is
+dropped as music only when every piece scores above the threshold; audio with nothing left raises
+`MusicWithoutVoiceError`. openSMILE costs more than Silero, so a first stage reads Silero's probabilities alone
+and keeps, without openSMILE, the pieces that no music of the fitting data resembled. The weights, threshold and
+provenance are in `music_gate.py`. Singing is voice: a song may pass, as speech over background music should.
+
+Silero keeps a recurrent state from frame to frame, and openSMILE an extraction pipeline: each thread gets its own
+detector, so that concurrent requests do not wait for each other.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .audio import SAMPLING_RATE, AudioError
+from .music_gate import GATE
 
 SEGMENT_THRESHOLD = 0.5
 PRESENCE_THRESHOLD = 0.15
@@ -43,7 +45,8 @@ MIN_SPEECH_S = 0.25
 MIN_SILENCE_S = 0.5
 PAD_S = 0.03  # Silero's default
 FRAME = 512  # samples per Silero frame at 16 kHz
-MUSIC_GATE = Path(__file__).with_name("music_gate.json")
+STREAM_S = 32.0
+WARMUP_S = 2.0
 PIECE_S = (2.0, 4.0)  # the music check looks at pieces this long (shorter segments get context around them)
 MAX_PIECES = 8  # per segment, evenly spread: a long segment counts as music only if all of them sound like it
 
@@ -62,60 +65,149 @@ class MusicWithoutVoiceError(NoSpeechError):
     """What sounded like speech to the voice activity detector is music without a voice."""
 
 
-_model = None
-_get_speech_timestamps = None
-# The model keeps a recurrent state from frame to frame, so one recording at a time goes through it.
-_lock = threading.Lock()
+def _load_silero():
+    # Importing silero_vad sets torch to one thread for the whole process; the emotion model needs them all.
+    threads = torch.get_num_threads()
+    try:
+        from silero_vad import get_speech_timestamps_from_probs, load_silero_vad
+
+        return load_silero_vad(), get_speech_timestamps_from_probs
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _vad():
-    global _model, _get_speech_timestamps
-    if _model is None:
-        # Importing silero_vad sets torch to one thread for the whole process; the emotion model needs them all.
-        threads = torch.get_num_threads()
-        try:
-            from silero_vad import get_speech_timestamps, load_silero_vad
+def _load_smile():
+    import opensmile
 
-            _model, _get_speech_timestamps = load_silero_vad(), get_speech_timestamps
-        finally:
-            torch.set_num_threads(threads)
-    return _model
+    return opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
 
 
-def _audio(wave: np.ndarray, sampling_rate: int) -> torch.Tensor:
-    if sampling_rate != SAMPLING_RATE:
-        raise ValueError(f"speech detection runs at {SAMPLING_RATE} Hz, got {sampling_rate} Hz: resample first")
-    return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+class SpeechDetector:
+    """Silero VAD and the music check for one thread. `detect` is what `detect_speech` runs."""
 
+    def __init__(self):
+        self.vad, self._timestamps = _load_silero()
+        self._smile = None  # loaded on first need: most speech never reaches openSMILE
 
-def speech_segments(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> list[SpeechSegment]:
-    """Start and end (seconds) of each stretch of speech Silero delimits in a 16 kHz mono waveform."""
-    audio = _audio(wave, sampling_rate)
-    model = _vad()
-    with _lock, torch.inference_mode():
-        stamps = _get_speech_timestamps(
-            audio,
-            model,
+    @property
+    def smile(self):
+        if self._smile is None:
+            self._smile = _load_smile()
+        return self._smile
+
+    @torch.inference_mode()
+    def probabilities(self, wave: np.ndarray) -> np.ndarray:
+        """Silero's speech probability for each 32 ms frame (the last one zero-padded), in one pass."""
+        audio = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+        frames = -(-len(audio) // FRAME)
+        stream, warmup = int(STREAM_S * SAMPLING_RATE), int(WARMUP_S * SAMPLING_RATE)
+        if len(audio) <= stream + warmup:
+            batch, skip = audio[None], 0
+        else:
+            starts = range(0, len(audio), stream)
+            batch = torch.zeros(len(starts), warmup + stream)
+            for row, start in enumerate(starts):
+                piece = audio[max(0, start - warmup) : start + stream]
+                offset = warmup - min(warmup, start)
+                batch[row, offset : offset + len(piece)] = piece
+            skip = warmup // FRAME
+        self.vad.reset_states()
+        probs = self.vad.audio_forward(batch, SAMPLING_RATE)[:, skip:]
+        self.vad.reset_states()
+        return probs.reshape(-1)[:frames].numpy()
+
+    def voice_activity(self, wave: np.ndarray, probs: np.ndarray) -> list[SpeechSegment]:
+        """What Silero hears as speech, before the music check: its segments, else the whole audio when speech is
+        present but not delimited, else nothing."""
+        stamps = self._timestamps(
+            probs.tolist(),
+            sampling_rate=SAMPLING_RATE,
             threshold=SEGMENT_THRESHOLD,
-            sampling_rate=sampling_rate,
             min_speech_duration_ms=int(MIN_SPEECH_S * 1000),
             min_silence_duration_ms=int(MIN_SILENCE_S * 1000),
             speech_pad_ms=int(PAD_S * 1000),
+            audio_length_samples=len(wave),
         )
-    return [SpeechSegment(s["start"] / sampling_rate, s["end"] / sampling_rate) for s in stamps]
+        segments = [SpeechSegment(s["start"] / SAMPLING_RATE, s["end"] / SAMPLING_RATE) for s in stamps]
+        if not segments and len(probs) and probs.max() >= PRESENCE_THRESHOLD:
+            segments = [SpeechSegment(0.0, len(wave) / SAMPLING_RATE)]
+        return segments
+
+    def piece_features(self, wave: np.ndarray, probs: np.ndarray, start: int, end: int, smile: bool = True) -> dict:
+        """What the music check weighs for the piece `wave[start:end]`: Silero's probabilities over it and, with
+        `smile`, eGeMAPS functionals of voicing (segment rates and lengths), loudness rhythm, pitch movement and
+        voice quality."""
+        p = probs[start // FRAME : max(start // FRAME + 1, -(-end // FRAME))]
+        features = {
+            "p_max": float(p.max()),
+            "p_mean": float(p.mean()),
+            "p_q90": float(np.quantile(p, 0.9)),
+            "p_frac5": float((p > SEGMENT_THRESHOLD).mean()),
+            "p_frac15": float((p > PRESENCE_THRESHOLD).mean()),
+        }
+        if smile:
+            piece = wave[start:end]
+            piece = piece / max(float(np.abs(piece).max()), 1e-9) * 0.5  # level-free, as the model's normalization
+            features |= self.smile.process_signal(piece, SAMPLING_RATE).iloc[0].to_dict()
+        return features
+
+    def is_music(self, wave: np.ndarray, probs: np.ndarray, segment: SpeechSegment) -> bool:
+        """Whether every piece of the segment sounds like music without a voice (see the module notes)."""
+        for start, end in gate_pieces(segment, len(wave)):
+            if music_probability(self.piece_features(wave, probs, start, end, smile=False), GATE["silero_stage"]) < (
+                GATE["silero_stage"]["keep_below"]
+            ):
+                return False  # clearly speech to Silero: no music of the fitting data scored this low
+            if music_probability(self.piece_features(wave, probs, start, end), GATE) <= GATE["threshold"]:
+                return False
+        return True
+
+    def detect(self, wave: np.ndarray, name: str = "audio") -> list[SpeechSegment]:
+        probs = self.probabilities(wave)
+        segments = self.voice_activity(wave, probs)
+        if not segments:
+            raise NoSpeechError(
+                f"{name}: no speech found (it sounds like silence, noise, a tone or a constant signal); the model "
+                "recognises emotion in speech only"
+            )
+        voiced = [s for s in segments if not self.is_music(wave, probs, s)]
+        if not voiced:
+            raise MusicWithoutVoiceError(
+                f"{name}: no speech found (it sounds like music without a voice); the model recognises emotion in "
+                "speech only"
+            )
+        return voiced
 
 
-def max_speech_probability(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> float:
-    """The highest per-frame speech probability anywhere in the waveform."""
-    audio = _audio(wave, sampling_rate)
-    model = _vad()
-    best = 0.0
-    with _lock, torch.inference_mode():
-        model.reset_states()
-        for start in range(0, len(audio) - FRAME + 1, FRAME):
-            best = max(best, float(model(audio[start : start + FRAME], sampling_rate)))
-        model.reset_states()
-    return best
+_local = threading.local()
+
+
+def detector() -> SpeechDetector:
+    """This thread's detector, made on first use."""
+    if getattr(_local, "detector", None) is None:
+        _local.detector = SpeechDetector()
+    return _local.detector
+
+
+def warm_up() -> None:
+    """Loads Silero and openSMILE in this thread now, so that a server's first request does not wait for them."""
+    detector().smile  # noqa: B018
+
+
+def _check_rate(sampling_rate: int) -> None:
+    if sampling_rate != SAMPLING_RATE:
+        raise ValueError(f"speech detection runs at {SAMPLING_RATE} Hz, got {sampling_rate} Hz: resample first")
+
+
+def speech_probabilities(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    _check_rate(sampling_rate)
+    return detector().probabilities(wave)
+
+
+def voice_activity(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> list[SpeechSegment]:
+    """Silero's segments (or the whole audio when speech is present but not delimited), before the music check."""
+    _check_rate(sampling_rate)
+    return detector().voice_activity(wave, detector().probabilities(wave))
 
 
 def gate_pieces(segment: SpeechSegment, n_samples: int, sampling_rate: int = SAMPLING_RATE) -> list[tuple[int, int]]:
@@ -135,83 +227,15 @@ def gate_pieces(segment: SpeechSegment, n_samples: int, sampling_rate: int = SAM
     return [pieces[i] for i in keep]
 
 
-def voice_features(piece: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> dict[str, float]:
-    """What the music check weighs: Silero's speech probability over the piece, and eGeMAPS functionals of
-    voicing (segment rates and lengths), loudness rhythm, pitch movement and voice quality."""
-    piece = piece / max(float(np.abs(piece).max()), 1e-9) * 0.5  # level-free, as the pipeline's normalization
-    model = _vad()
-    with _lock, torch.inference_mode():  # openSMILE too: one extraction at a time, as for Silero
-        probs = model.audio_forward(_audio(piece, sampling_rate), sampling_rate)[0].numpy()
-        model.reset_states()
-        smile = _smile().process_signal(piece, sampling_rate).iloc[0].to_dict()
-    features = {
-        "p_max": float(probs.max()),
-        "p_mean": float(probs.mean()),
-        "p_q90": float(np.quantile(probs, 0.9)),
-        "p_frac5": float((probs > SEGMENT_THRESHOLD).mean()),
-        "p_frac15": float((probs > PRESENCE_THRESHOLD).mean()),
-    }
-    return features | smile
-
-
-@lru_cache(maxsize=1)
-def _smile():
-    import opensmile
-
-    return opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
-
-
-def warm_up() -> None:
-    """Loads Silero, openSMILE and the music check now, so that a server's first request does not wait for them."""
-    _vad()
-    _smile()
-    music_gate()
-
-
-@lru_cache(maxsize=1)
-def music_gate() -> dict:
-    """The fitted check (`music_gate.json`): feature names, standardization, weights, threshold, provenance."""
-    return json.loads(MUSIC_GATE.read_text())
-
-
-def music_probability(features: dict[str, float]) -> float:
-    gate = music_gate()
+def music_probability(features: dict[str, float], gate: dict = GATE) -> float:
+    """A logistic regression of `music_gate.py` (the full check, or its Silero-only first stage)."""
     x = np.nan_to_num(np.array([features[name] for name in gate["features"]], dtype=np.float64))
     z = (x - np.array(gate["mean"])) / np.array(gate["scale"])
     return float(1 / (1 + np.exp(-(z @ np.array(gate["coef"]) + gate["intercept"]))))
 
 
-def is_music(wave: np.ndarray, segment: SpeechSegment, sampling_rate: int = SAMPLING_RATE) -> bool:
-    """Whether every piece of the segment sounds like music without a voice (see the module notes)."""
-    threshold = music_gate()["threshold"]
-    return all(
-        music_probability(voice_features(wave[a:b], sampling_rate)) > threshold
-        for a, b in gate_pieces(segment, len(wave), sampling_rate)
-    )
-
-
-def voice_activity(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> list[SpeechSegment]:
-    """What Silero hears as speech, before the music check: its segments, else the whole audio when speech is
-    present but not delimited, else nothing."""
-    segments = speech_segments(wave, sampling_rate)
-    if not segments and max_speech_probability(wave, sampling_rate) >= PRESENCE_THRESHOLD:
-        segments = [SpeechSegment(0.0, len(wave) / sampling_rate)]
-    return segments
-
-
 def detect_speech(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE, name: str = "audio") -> list[SpeechSegment]:
     """The speech segments, those that sound like music without a voice left out; the whole audio as one segment
     when speech is present but not delimited (see the module notes); `NoSpeechError` when there is none."""
-    segments = voice_activity(wave, sampling_rate)
-    if not segments:
-        raise NoSpeechError(
-            f"{name}: no speech found (it sounds like silence, noise, a tone or a constant signal); the model "
-            "recognises emotion in speech only"
-        )
-    voiced = [s for s in segments if not is_music(wave, s, sampling_rate)]
-    if not voiced:
-        raise MusicWithoutVoiceError(
-            f"{name}: no speech found (it sounds like music without a voice); the model recognises emotion in "
-            "speech only"
-        )
-    return voiced
+    _check_rate(sampling_rate)
+    return detector().detect(wave, name)

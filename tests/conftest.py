@@ -82,10 +82,10 @@ def clip_path(data_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A saved random tiny model with its feature extractor: what `save_pretrained` users publish."""
-    from modeling import SERConfig, SERFeatureExtractor, SERModel
+    from modeling import SERConfig, SERFeatureExtractor, SERForSequenceClassification
 
     path = tmp_path_factory.mktemp("tiny-model")
-    SERModel(SERConfig(backbone_config=tiny_backbone(), **labelled())).save_pretrained(path)
+    SERForSequenceClassification(SERConfig(backbone_config=tiny_backbone(), **labelled())).save_pretrained(path)
     SERFeatureExtractor().save_pretrained(path)
     return path
 

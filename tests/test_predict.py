@@ -14,8 +14,8 @@ from conftest import BUNDLED, REPO, bundled_labels
 from transformers import AutoFeatureExtractor, pipeline
 
 import predict
-from modeling import SERModel, load_audio
-from modeling.fast import OnnxSERModel, export_onnx, quantize_int8
+from modeling import SERForSequenceClassification, load_audio
+from serving.fast import OnnxSERModel, export_onnx, quantize_int8
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def clips(data_dir):
 
 @pytest.fixture(scope="module")
 def bundled():
-    return SERModel.from_pretrained(BUNDLED).eval(), AutoFeatureExtractor.from_pretrained(BUNDLED)
+    return SERForSequenceClassification.from_pretrained(BUNDLED).eval(), AutoFeatureExtractor.from_pretrained(BUNDLED)
 
 
 def read_csv(path):
@@ -77,7 +77,7 @@ def test_predict_csv_equals_pipeline_and_resumes(clips, tmp_path):
     assert "could not be decoded" in by_path[str(bad_text)]["error"]
     assert "is silent" in by_path[str(silent)]["error"]
 
-    classifier = pipeline("audio-classification", model=str(BUNDLED), top_k=None)
+    classifier = pipeline("audio-classification", model=str(BUNDLED), top_k=None, trust_remote_code=True)
     for path in clips:
         row = by_path[path]
         assert row["error"] == ""
@@ -279,7 +279,7 @@ def test_a_result_waiting_while_the_model_runs_is_not_timed_out(clips):
     """Results wait in their pipes while the caller runs the model; that wait is not the decoder's time."""
     from transformers import AutoFeatureExtractor
 
-    from modeling.batch import DecoderPool
+    from serving.batch import DecoderPool
 
     fe = AutoFeatureExtractor.from_pretrained(BUNDLED)
     with DecoderPool(fe, workers=2, timeout_s=2.0) as pool:

@@ -5,6 +5,7 @@ import json
 
 import librosa
 import numpy as np
+import torch
 import pytest
 import soundfile as sf
 from conftest import BUNDLED, REPO
@@ -12,14 +13,7 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 import predict
 from modeling import load_audio, predict_long, predict_proba
-from modeling.speech import (
-    PRESENCE_THRESHOLD,
-    MusicWithoutVoiceError,
-    NoSpeechError,
-    detect_speech,
-    max_speech_probability,
-    speech_segments,
-)
+from modeling.speech import MusicWithoutVoiceError, NoSpeechError, detect_speech, detector, voice_activity
 
 # Instrumental game music (Debian's asc-music, GPL-2+), fetched by `bash install.sh --test`, not committed. It is
 # one of the packages held out when the speech/music check was fitted (benchmarks/bench_music.py).
@@ -123,7 +117,7 @@ def test_music_without_voice_is_refused(instrumental, bundled):
     model, fe = bundled
     passed_silero, refused = [], []
     for name, wave in instrumental:
-        if speech_segments(wave) or max_speech_probability(wave) >= PRESENCE_THRESHOLD:
+        if voice_activity(wave):
             passed_silero.append(name)
         try:
             predict_long(model, fe, wave, name=name)
@@ -140,7 +134,7 @@ def test_music_without_voice_is_refused(instrumental, bundled):
 def test_speech_around_and_over_music_is_kept(instrumental, data_dir):
     clips = [load_audio(p) for p in sorted((data_dir / "Actor_15").glob("*.flac"))[:2]]
     # Music the check refuses, between two clips: the clips' segments stay, none is found inside the music.
-    name, music = next((n, w) for n, w in instrumental if speech_segments(w) and _refused_as_music(w))
+    name, music = next((n, w) for n, w in instrumental if voice_activity(w) and _refused_as_music(w))
     pause = np.zeros(SR, np.float32)
     wave = np.concatenate([clips[0], pause, music, pause, clips[1]])
     start, end = (len(clips[0]) + SR) / SR, (len(clips[0]) + SR + len(music)) / SR
@@ -194,16 +188,18 @@ def test_predict_timeline_jsonl_and_its_resume(recording, bundled, tmp_path, cli
 
 
 def test_live_session_keeps_bounded_memory_and_says_when_no_speech(bundled, data_dir):
-    from modeling.live import LiveSession, LiveSessions, live_step
+    from modeling import SERClassifier
+    from serving.sessions import LiveSessions
 
     model, fe = bundled
+    classifier = SERClassifier(model, fe)
     clip = load_audio(sorted((data_dir / "Actor_14").glob("*.flac"))[0])
     stream = np.concatenate([clip, clip, np.zeros(SR * 5, np.float32), clip])
     # As a browser delivers it: 1 s chunks of 48 kHz stereo int16.
     stereo = librosa.resample(stream, orig_sr=SR, target_sr=48000)
     chunks = [(np.stack([c, c], axis=1) * 32767).astype(np.int16) for c in np.array_split(stereo, len(stereo) // 48000)]
-    session = LiveSession(window_s=4.0, history=5)
-    updates = [live_step(model, fe, session, 48000, chunk) for chunk in chunks]
+    session = classifier.new_stream(window_s=4.0, history=5)
+    updates = [classifier.stream(session, 48000, chunk) for chunk in chunks]
     assert len(session.buffer) <= 4 * SR and len(session.timeline) == 5  # bounded, however long the stream
     assert session.heard_s == pytest.approx(len(stream) / SR, abs=0.01)
     heard = [u for u in updates if u.status.startswith("Speech heard")]
@@ -213,9 +209,9 @@ def test_live_session_keeps_bounded_memory_and_says_when_no_speech(bundled, data
     last = predict_proba(model, fe, [session.buffer])[0]
     assert list(updates[-1].scores.values()) == pytest.approx(last.tolist(), abs=1e-5)
     # A browser's 0.1 s chunks: appended each time, classified once a second of new audio.
-    session = LiveSession(window_s=4.0)
+    session = classifier.new_stream(window_s=4.0)
     small = np.array_split((clip * 32767).astype(np.int16), len(clip) // 1600)
-    statuses = [live_step(model, fe, session, SR, c).status for c in small]
+    statuses = [classifier.stream(session, SR, c).status for c in small]
     assert 2 <= len(session.timeline) <= len(clip) / SR + 1  # at most one update per second of audio
     assert len(set(statuses)) <= len(session.timeline) + 2
     # Listeners: a bounded number of sessions, the least recently used dropped first.
@@ -237,9 +233,47 @@ def test_speech_detection_leaves_torch_threads_alone():
     probe = (
         "import numpy as np, torch; before = torch.get_num_threads()\n"
         "from modeling import speech\n"
-        "speech.speech_segments(np.zeros(16000, np.float32)); print(before, torch.get_num_threads())"
+        "speech.voice_activity(np.zeros(16000, np.float32)); print(before, torch.get_num_threads())"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "2"}
     )
     assert done.stdout.split() == ["2", "2"], done.stderr[-2000:]
+
+
+def test_one_pass_gives_silero_s_own_segments(recording):
+    """The segments read from the one pass are those of Silero's `get_speech_timestamps` over the same audio; past
+    32 s the audio runs as parallel streams, which find the same speech."""
+    from silero_vad import get_speech_timestamps
+
+    from modeling import speech
+
+    wave, truth = recording
+    assert len(wave) > (speech.STREAM_S + speech.WARMUP_S) * SR  # split into streams
+
+    def silero(audio):
+        stamps = get_speech_timestamps(
+            torch.from_numpy(audio), detector().vad, threshold=speech.SEGMENT_THRESHOLD, sampling_rate=SR,
+            min_speech_duration_ms=250, min_silence_duration_ms=500, speech_pad_ms=30,
+        )  # fmt: skip
+        return [(s["start"] / SR, s["end"] / SR) for s in stamps]
+
+    short = wave[: 30 * SR]
+    assert [(s.start_s, s.end_s) for s in voice_activity(short)] == silero(short)
+    # Whole recording: every clip's speech is found, the boundaries within a few frames of the single stream's.
+    streamed, ours = silero(wave), voice_activity(wave)
+    assert len(ours) == len(streamed) >= len(truth) - 1
+    for (a, b), segment in zip(streamed, ours):
+        assert abs(segment.start_s - a) < 0.25 and abs(segment.end_s - b) < 0.25
+
+
+def test_concurrent_detection_does_not_wait_and_agrees(recording):
+    """Each thread has its own detector: two at once give what one alone gives, with no lock between them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    wave, _ = recording
+    alone = detect_speech(wave)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: (detect_speech(wave), id(detector())), range(2)))
+    assert [r[0] for r in results] == [alone, alone]
+    assert results[0][1] != results[1][1]  # two detectors

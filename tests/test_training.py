@@ -69,7 +69,7 @@ def test_trainer_run_writes_metrics_card_and_checkpoints(tmp_path, cache_dir):
     assert json.loads((out / "config.json").read_text())["temperature"] == 1.0 and "### Calibration" not in card
     from transformers import pipeline
 
-    scores = pipeline("audio-classification", model=str(out), top_k=None)(str(DATA_DIR / "Actor_03/03-01-05-01-01-01-03.flac"))
+    scores = pipeline("audio-classification", model=str(out), top_k=None, trust_remote_code=True)(str(DATA_DIR / "Actor_03/03-01-05-01-01-01-03.flac"))
     assert sorted(s["label"] for s in scores) == RAVDESS_LABELS
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from modeling.loading import ModelError, check_backbone_config, resolve_model_path
+from serving.loading import ModelError, check_backbone_config, resolve_model_path
 
 
 @dataclass
@@ -128,6 +128,13 @@ class EvaluationArguments:
             "help": "With --part validation: fit the temperature (calibration) on the validation part, save it in the "
             "model's config.json, report the calibration error before/after on the test part, and add that to the "
             "folder's all_results.json and card."
+        },
+    )
+    candidate_labels: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated subset of the model's labels: clips with other labels are left out and each answer "
+            "is restricted to these, renormalized (the cross-corpus convention of EmoBox)."
         },
     )
     output_dir: str | None = field(default=None, metadata={"help": "Writes eval_results.json, the confusion matrix and a table."})

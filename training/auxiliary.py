@@ -4,7 +4,7 @@ embedding by a linear layer that exists during training only.
 A small encoder trained from scratch on a few hundred clips per speaker has to discover pitch, loudness and voice
 quality by itself; eGeMAPS (Eyben et al. 2016) is the standard set of exactly those cues for affect, and a
 classical eGeMAPS + logistic regression is a strong speaker-independent baseline on RAVDESS. Regressing it
-alongside the emotion label steers the encoder towards those cues. The saved model is an ordinary `SERModel`:
+alongside the emotion label steers the encoder towards those cues. The saved model is an ordinary `SERForSequenceClassification`:
 the auxiliary layer is left out of it, and inference needs no openSMILE.
 """
 
@@ -20,9 +20,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from modeling import SERModel, load_audio
+from modeling import SERForSequenceClassification, load_audio
 
-from modeling.files import atomic_path
+from serving.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def standardize(targets: np.ndarray, train_rows: list[int]) -> np.ndarray:
 
 
 class AuxiliaryTargetModel(nn.Module):
-    """`SERModel` plus a training-only linear layer from the pooled embedding to the auxiliary targets.
+    """`SERForSequenceClassification` plus a training-only linear layer from the pooled embedding to the auxiliary targets.
 
     `forward` returns the classifier's logits and the loss `cross_entropy + weight * mse(auxiliary)`; the wrapped
     model is what gets saved.
@@ -75,7 +75,7 @@ class AuxiliaryTargetModel(nn.Module):
 
     accepts_loss_kwargs = False  # Trainer averages the loss over devices and accumulation steps itself
 
-    def __init__(self, model: SERModel, num_targets: int, weight: float):
+    def __init__(self, model: SERForSequenceClassification, num_targets: int, weight: float):
         super().__init__()
         self.model = model
         self.auxiliary = nn.Linear(model.config.hidden_size, num_targets)
@@ -94,6 +94,6 @@ class AuxiliaryTargetModel(nn.Module):
         return SequenceClassifierOutput(loss=output.loss, logits=output.logits)
 
 
-def unwrap(model: nn.Module) -> SERModel:
+def unwrap(model: nn.Module) -> SERForSequenceClassification:
     return model.model if isinstance(model, AuxiliaryTargetModel) else model
 

@@ -251,7 +251,7 @@ if __name__ == "__main__":
     import sys
     from pathlib import Path
 
-    from modeling.files import write_text_atomic
+    from serving.files import write_text_atomic
 
     for folder in map(Path, sys.argv[1:]):
         write_text_atomic(folder / "README.md", render_card(json.loads((folder / "all_results.json").read_text())))

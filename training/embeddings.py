@@ -13,14 +13,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainingArguments
 
-from modeling import SERModel
+from modeling import SERForSequenceClassification
 
-from modeling.files import atomic_path
+from serving.files import atomic_path
 
 EMBEDDINGS_VERSION = "2"
 
 
-def backbone_fingerprint(model: SERModel) -> str:
+def backbone_fingerprint(model: SERForSequenceClassification) -> str:
     digest = hashlib.sha1()
     for name, tensor in sorted(model.backbone.state_dict().items()):
         digest.update(name.encode())
@@ -28,7 +28,7 @@ def backbone_fingerprint(model: SERModel) -> str:
     return digest.hexdigest()[:16]
 
 
-def pads_alike_inference(model: SERModel) -> bool:
+def pads_alike_inference(model: SERForSequenceClassification) -> bool:
     """Whether padded batches give the same embeddings as clips run alone.
 
     Group-norm feature encoders (wav2vec2-base) normalize each channel over the whole input and are given no
@@ -40,7 +40,7 @@ def pads_alike_inference(model: SERModel) -> bool:
 
 @torch.inference_mode()
 def extract_embeddings(
-    model: SERModel, dataset: datasets.Dataset, collate: Callable, batch_size: int, device: torch.device
+    model: SERForSequenceClassification, dataset: datasets.Dataset, collate: Callable, batch_size: int, device: torch.device
 ) -> np.ndarray:
     """Runs the frozen backbone once over the data; batches are formed by length to keep padding small, and
     hold one clip each where padding would change the features."""
@@ -57,7 +57,7 @@ def extract_embeddings(
 
 
 def cached_embeddings(
-    model: SERModel,
+    model: SERForSequenceClassification,
     features: datasets.Dataset,
     collate: Callable,
     batch_size: int,

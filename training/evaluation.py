@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from .args import DataArguments, EvaluationArguments
 from .calibration import calibrate, expected_calibration_error, softmax
@@ -16,8 +16,9 @@ from .card import metrics_table, per_corpus_table, render_card
 from .data import preprocess
 from .embeddings import pads_alike_inference
 from .experiment import PadCollator, evaluate_split, load_records, make_splits, subsample
-from modeling.loading import check_ser_model, resolve_model_path
-from modeling.files import write_json_atomic, write_text_atomic
+from modeling.inference import check_candidate_labels
+from serving.files import write_json_atomic, write_text_atomic
+from serving.loading import load_classifier, resolve_model_path
 from .metrics import plot_confusion_matrix
 from .sources import DataError
 
@@ -27,7 +28,8 @@ logger = logging.getLogger("evaluate")
 def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, command: str | None = None) -> dict:
     """Evaluates a saved model; `command` (the command line) is recorded with a fitted temperature."""
     eval_args.model_name_or_path = resolve_model_path(eval_args.model_name_or_path)
-    check_ser_model(eval_args.model_name_or_path)
+    if eval_args.fit_temperature and eval_args.candidate_labels:
+        raise DataError("--fit_temperature calibrates over all the model's labels: leave out --candidate_labels")
     if eval_args.fit_temperature and not (Path(eval_args.model_name_or_path) / "config.json").is_file():
         raise DataError(f"{eval_args.model_name_or_path}: --fit_temperature writes into a local model folder's config.json")
     if eval_args.part not in ("all", "test", "validation"):
@@ -37,26 +39,30 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
             "--fit_temperature fits on the validation speakers: add --part validation (with the run's data flags "
             "and --seed, so that they are the run's own)"
         )
-    model = AutoModelForAudioClassification.from_pretrained(eval_args.model_name_or_path).eval()
-    feature_extractor = AutoFeatureExtractor.from_pretrained(eval_args.model_name_or_path)
-    model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    classifier = load_classifier(eval_args.model_name_or_path, device="cpu")  # Trainer places it
+    model, feature_extractor, model_labels = classifier.model, classifier.feature_extractor, classifier.labels
+    try:
+        candidates = check_candidate_labels(model_labels, eval_args.candidate_labels)
+    except ValueError as err:
+        raise DataError(f"--candidate_labels: {err}") from None
+    known = set(candidates or model_labels)
 
     records, data_labels, data_info = load_records(data_args)
     unknown = {}
     for record in records:
-        if record["label"] not in model.config.label2id:
+        if record["label"] not in known:
             unknown[record["label"]] = unknown.get(record["label"], 0) + 1
     if unknown:
         logger.warning(
-            "left out %d clips whose labels the model does not have: %s (the model's labels are %s; "
+            "left out %d clips whose labels are not among the model's (or the candidate) labels: %s (those are %s; "
             "--label_map can rename labels to them)",
             sum(unknown.values()),
             unknown,
-            model_labels,
+            sorted(known),
         )
-        records = [r for r in records if r["label"] in model.config.label2id]
+        records = [r for r in records if r["label"] in known]
     if not records:
-        raise DataError(f"no clip has a label the model knows ({model_labels})")
+        raise DataError(f"no clip has a label the model knows ({sorted(known)})")
     records = subsample(records, data_args.max_clips, eval_args.seed)
     features, undecodable = preprocess(
         records, feature_extractor, dict(model.config.label2id), data_args.preprocessing_cache_dir,
@@ -84,7 +90,10 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
         trainer = Trainer(model=model, args=args, data_collator=PadCollator(feature_extractor))
 
         def run(dataset):
-            return evaluate_split(trainer, dataset.with_format("numpy", columns=["input_values", "label", "corpus"]), model_labels)
+            return evaluate_split(
+                trainer, dataset.with_format("numpy", columns=["input_values", "label", "corpus"]), model_labels,
+                [model_labels.index(c) for c in candidates] if candidates else None,
+            )  # fmt: skip
 
         report, (logits, y) = run(part)
         report["ece"] = expected_calibration_error(softmax(logits), y)
@@ -100,7 +109,8 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
             save_calibration(Path(eval_args.model_name_or_path), model.config, calibration)
     results = {
         "model": eval_args.model_name_or_path,
-        "labels": model_labels,
+        "labels": candidates or model_labels,
+        "candidate_labels": candidates,
         "data": {
             **data_info,
             "clips": len(part),
@@ -119,7 +129,7 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "eval_results.json", results)
         write_json_atomic(out / "confusion_matrix.json", report["confusion_matrix"])
-        plot_confusion_matrix(report["confusion_matrix"]["matrix"], model_labels, out / "confusion_matrix.png", split_summary)
+        plot_confusion_matrix(report["confusion_matrix"]["matrix"], candidates or model_labels, out / "confusion_matrix.png", split_summary)
         write_text_atomic(out / "eval_results.md", results_markdown(results))
     return results
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from modeling import SERConfig, SERFeatureExtractor, SERModel
+from modeling import SERConfig, SERFeatureExtractor, SERForSequenceClassification
 
 from .args import ArgumentsError, DataArguments, ModelArguments
 from .augment import AugmentationConfig, AugmentedDataset, Augmenter, EpochCallback
@@ -23,7 +23,7 @@ from .calibration import calibrate
 from .checkpoints import check_checkpoint_fits, pick_resume_checkpoint, save_final_model
 from .data import cache_root, drop_duplicates
 from .embeddings import cached_embeddings
-from modeling.files import write_json_atomic
+from serving.files import write_json_atomic
 from .metrics import compute_metrics, full_report, plot_confusion_matrix
 from .sources import (
     DataError,
@@ -151,7 +151,7 @@ def saved_feature_extractor(model_args: ModelArguments) -> SERFeatureExtractor |
     return SERFeatureExtractor.from_pretrained(model_args.model_name_or_path)
 
 
-def build_model(model_args: ModelArguments, labels: list[str]) -> SERModel:
+def build_model(model_args: ModelArguments, labels: list[str]) -> SERForSequenceClassification:
     """A new model, or a saved one to continue from, with `labels` as its label set.
 
     A saved model keeps its pooling, head and freezing settings unless a flag sets them; a different label set
@@ -162,18 +162,18 @@ def build_model(model_args: ModelArguments, labels: list[str]) -> SERModel:
     label2id = {label: i for i, label in id2label.items()}
     if model_args.backbone_config:
         head = {**HEAD_DEFAULTS, **explicit}
-        return SERModel(SERConfig(backbone_config=json.loads(model_args.backbone_config), id2label=id2label, label2id=label2id, **head))
+        return SERForSequenceClassification(SERConfig(backbone_config=json.loads(model_args.backbone_config), id2label=id2label, label2id=label2id, **head))
     saved = _saved_ser_config(model_args.model_name_or_path)
     if saved is None:
-        return SERModel.from_backbone(model_args.model_name_or_path, id2label=id2label, label2id=label2id, **{**HEAD_DEFAULTS, **explicit})
+        return SERForSequenceClassification.from_backbone(model_args.model_name_or_path, id2label=id2label, label2id=label2id, **{**HEAD_DEFAULTS, **explicit})
     if explicit:
         logger.info("continuing from %s with changed settings %s", model_args.model_name_or_path, explicit)
     # A saved temperature calibrated the old weights; training starts from plain logits and fits a new one after.
     explicit["temperature"] = 1.0
     saved_labels = [saved.id2label[i] for i in range(saved.num_labels)]
     if saved_labels == labels:
-        return SERModel.from_pretrained(model_args.model_name_or_path, **explicit)
-    model = SERModel.from_pretrained(
+        return SERForSequenceClassification.from_pretrained(model_args.model_name_or_path, **explicit)
+    model = SERForSequenceClassification.from_pretrained(
         model_args.model_name_or_path, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True, **explicit
     )
     # Same size but other labels (or order): the saved weights would answer for the wrong classes. Plain torch
@@ -226,12 +226,19 @@ class PadCollator:
         return out
 
 
-def evaluate_split(trainer: Trainer, dataset, labels: list[str]) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
-    """The report of one part, and its (logits, labels) for calibration."""
+def evaluate_split(
+    trainer: Trainer, dataset, labels: list[str], candidates: list[int] | None = None
+) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    """The report of one part, and its (logits, labels) for calibration. With `candidates` (indices of a subset of
+    the labels; every clip's label among them), the answer is restricted to them: the softmax over their logits
+    alone, as `candidate_labels` does at inference, and the report is over that subset."""
     prediction = trainer.predict(dataset)
-    y_pred = np.argmax(prediction.predictions, axis=-1)
-    report = full_report(prediction.label_ids, y_pred, labels, corpora=list(dataset["corpus"]))
-    return report, (prediction.predictions, prediction.label_ids)
+    logits, y = prediction.predictions, prediction.label_ids
+    if candidates is not None:
+        logits, y = logits[:, candidates], np.searchsorted(candidates, y)
+        labels = [labels[i] for i in candidates]
+    report = full_report(y, np.argmax(logits, axis=-1), labels, corpora=list(dataset["corpus"]))
+    return report, (logits, y)
 
 
 def run_split(
@@ -359,10 +366,10 @@ def finished_fold(split: Split, run_dir: Path, recipe: str, overwrite: bool = Fa
         logger.warning("%s is for other speakers or another recipe: training fold %s again", path, split.fold)
         return None
     logger.info("fold %s: reusing the finished run in %s", split.fold, run_dir)
-    return {**run, "model": SERModel.from_pretrained(run_dir)}
+    return {**run, "model": SERForSequenceClassification.from_pretrained(run_dir)}
 
 
-def describe_mode(model: SERModel) -> str:
+def describe_mode(model: SERForSequenceClassification) -> str:
     config = model.config
     if config.freeze_backbone:
         return "frozen backbone, head trained on cached pooled embeddings"

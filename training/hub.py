@@ -8,6 +8,18 @@ from transformers import TrainingArguments
 
 # What a model folder needs on the Hub: weights, configs, the code trust_remote_code runs, the card and figures.
 HUB_FILES = ["*.safetensors", "*.json", "*.py", "README.md", "*.png"]
+NOT_HUB_FILES = [
+    "checkpoint-*", "fold-*", "runs/*", "*_results.json", "trainer_state.json", "training_args.*",
+    ".*",  # a temporary file that a killed write left behind
+]  # fmt: skip
+
+
+def hub_files(output_dir: Path) -> list[str]:
+    """The files of a model folder that `push_to_hub` uploads (relative paths), as huggingface_hub selects them."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    paths = sorted(p.relative_to(output_dir).as_posix() for p in Path(output_dir).rglob("*") if p.is_file())
+    return list(filter_repo_objects(paths, allow_patterns=HUB_FILES, ignore_patterns=NOT_HUB_FILES))
 
 
 def push_to_hub(output_dir: Path, training_args: TrainingArguments) -> str:
@@ -21,10 +33,7 @@ def push_to_hub(output_dir: Path, training_args: TrainingArguments) -> str:
         repo_id=repo.repo_id,
         folder_path=str(output_dir),
         allow_patterns=HUB_FILES,
-        ignore_patterns=[
-            "checkpoint-*", "fold-*", "runs/*", "*_results.json", "trainer_state.json", "training_args.*",
-            ".*",  # a temporary file that a killed write left behind
-        ],  # fmt: skip
+        ignore_patterns=NOT_HUB_FILES,
         commit_message="Upload speech emotion recognition model",
     )
     return repo.repo_id

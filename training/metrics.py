@@ -19,7 +19,7 @@ from sklearn.metrics import (  # noqa: E402
     precision_recall_fscore_support,
 )
 
-from modeling.files import atomic_path  # noqa: E402
+from serving.files import atomic_path  # noqa: E402
 
 SUMMARY_METRICS = ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "uar")
 

@@ -1,12 +1,12 @@
-"""Faster CPU inference: int8 dynamic quantization of the Linear layers, or an ONNX Runtime export.
+"""Faster CPU inference: an ONNX Runtime export (int8 dynamic quantization ships with the model:
+`SERClassifier.from_pretrained(..., dtype="int8")`).
 
-Both keep the model's interface for inference (`model(input_values=..., attention_mask=...).logits`), so they
-slot into `predict_proba`, `predict_long` and `predict.py`. Check agreement with `benchmarks/bench_inference.py`.
+Both keep the model's interface for inference (`model(input_values=..., attention_mask=...).logits`), so they slot
+into `SERClassifier`. Check agreement with `benchmarks/bench_inference.py`.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from types import SimpleNamespace
@@ -15,20 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .modeling_ser import SERModel
+from modeling.inference import quantize_int8  # noqa: F401  (re-exported: one place for it)
+from modeling.modeling_ser import SERForSequenceClassification
 
 
-def quantize_int8(model: SERModel) -> SERModel:
-    """A copy with every `nn.Linear` replaced by a dynamically quantized int8 one (weights int8, activations
-    quantized per batch). Linear layers hold most of a transformer's weights and time; convolutions stay fp32."""
-    with warnings.catch_warnings():
-        # Eager dynamic quantization is deprecated in favour of torchao, which is not available for this torch.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
-
-
-def export_onnx(model: SERModel, path: str | os.PathLike, max_seconds: float = 120.0) -> str:
+def export_onnx(model: SERForSequenceClassification, path: str | os.PathLike, max_seconds: float = 120.0) -> str:
     """Exports `input_values, attention_mask -> logits` with dynamic batch and length.
 
     Uses the torch.export-based exporter: the TorchScript tracer freezes length-dependent code (frame counts,

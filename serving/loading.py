@@ -15,7 +15,8 @@ from pathlib import Path
 
 from transformers import CONFIG_MAPPING, AutoConfig
 
-from .configuration_ser import SERConfig
+from modeling.configuration_ser import SERConfig
+from modeling.inference import SERClassifier
 
 # What the Hub accepts as a repo id: `name` or `namespace/name`.
 _REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
@@ -98,3 +99,11 @@ def check_backbone_config(backbone_config: dict) -> None:
             match = difflib.get_close_matches(key, sorted(valid), n=1)
             hint = f"; did you mean {match[0]!r}?" if match else ""
             raise ModelError(f"backbone_config: {key!r} is not a setting of {config_class.__name__}{hint}")
+
+
+def load_classifier(name: str | os.PathLike, device=None, dtype: str = "fp32", **hub_kwargs) -> SERClassifier:
+    """The `SERClassifier` of a model that a user named (a folder or a Hub id), checked first so that a typo, a
+    missing folder or another kind of model gets one clear line (`ModelError`)."""
+    name = resolve_model_path(name)
+    check_ser_model(name, **hub_kwargs)
+    return SERClassifier.from_pretrained(name, device=device, dtype=dtype, **hub_kwargs)

@@ -1,8 +1,8 @@
 """Batch prediction over many files: decoding in worker processes, and a CSV that grows row by row.
 
 Decoders are native code (libsndfile, FFmpeg, soxr): a damaged file can crash, hang or exhaust memory in
-them. Each file is therefore decoded and denoised in a worker process with its own address-space limit and
-a time limit; a worker that dies, hangs or runs out of memory costs only the file it was on, which gets an
+them. Each file is therefore decoded, checked for speech and denoised in a worker process with its own
+address-space limit and a time limit (so speech detection also runs beside the model, not before it); a worker that dies, hangs or runs out of memory costs only the file it was on, which gets an
 error row, and a new worker takes over. Results are appended to the CSV (under a lock, so that several
 processes of one `torchrun` or `accelerate launch` run share one file) and flushed as they are done: a
 killed run loses only the files in flight, and a later run skips the files already in the CSV.
@@ -26,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import AudioError, load_audio
-from .feature_extraction_ser import SERFeatureExtractor
+from modeling.audio import AudioError, load_audio
+from modeling.feature_extraction_ser import SERFeatureExtractor
+from modeling.speech import SpeechSegment, detect_speech
+
 from .files import write_text_atomic
 
 try:
@@ -40,11 +42,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Decoded:
-    """One file after its worker: the waveform, its model input when it fits one window, or the error."""
+    """One file after its worker: the waveform, its speech segments, its model input when it is classified in one
+    pass, or the error."""
 
     path: str
     wave: np.ndarray | None = None
-    features: np.ndarray | None = None  # None for audio longer than one window: classified in windows
+    features: np.ndarray | None = None  # None for audio longer than one window: classified in pieces
+    segments: list[SpeechSegment] | None = None  # None for a model saved without speech detection
     error: str | None = None
 
 
@@ -70,12 +74,16 @@ def _limit_memory(max_bytes: int | None) -> None:
 
 
 def decode(path: str, feature_extractor: SERFeatureExtractor, memory_gb: float | None = None) -> Decoded:
-    """Decodes and prepares one file; the input's own faults become `Decoded.error`, anything else raises."""
+    """Decodes and prepares one file; the input's own faults (no speech included) become `Decoded.error`, anything
+    else raises."""
     try:
         wave = load_audio(path, feature_extractor.sampling_rate)
-        if len(wave) > feature_extractor.window_s * feature_extractor.sampling_rate:
-            return Decoded(path, wave)
-        return Decoded(path, wave, feature_extractor.process_waveform(wave))
+        segments = None
+        if feature_extractor.speech_detection:
+            segments = detect_speech(wave, feature_extractor.sampling_rate, os.path.basename(path))
+        if not feature_extractor.is_one_pass(len(wave)):
+            return Decoded(path, wave, segments=segments)
+        return Decoded(path, wave, feature_extractor.process_waveform(wave), segments)
     except AudioError as err:
         return Decoded(path, error=str(err))
     except MemoryError:
@@ -84,6 +92,11 @@ def decode(path: str, feature_extractor: SERFeatureExtractor, memory_gb: float |
 
 
 def _worker(conn, feature_extractor: SERFeatureExtractor, memory_gb: float | None, parent: int) -> None:
+    import torch
+
+    # As torch's DataLoader workers do: a forked process runs torch on one thread (the parent's thread pool does not
+    # survive a fork, and the workers share the cores with it).
+    torch.set_num_threads(1)
     _limit_memory(int(memory_gb * 2**30) if memory_gb else None)
     while True:
         # A forked worker holds copies of its siblings' pipes, so a killed parent does not always show as EOF.
@@ -173,9 +186,9 @@ class DecoderPool:
         self.timeout_s = timeout_s
         self.memory_gb = memory_gb
         self.prefetch = prefetch
-        # Forked, as torch's DataLoader workers are: instant to (re)start. The workers never run torch models or
-        # CUDA (whose threads and context do not survive a fork); FFmpeg decoding hands them a CPU tensor, which is
-        # only converted to numpy. Where fork does not exist, a fresh interpreter.
+        # Forked, as torch's DataLoader workers are: instant to (re)start. The workers run only small CPU models on
+        # one thread (Silero VAD), never CUDA, whose context does not survive a fork. Where fork does not exist, a
+        # fresh interpreter.
         self._context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self._size = workers
         self._workers: list[_Worker] = []
@@ -322,8 +335,8 @@ class ResultsCSV:
             )
         if fields and fields != self.header:
             raise SystemExit(
-                f"{self.path} has the columns {fields}, but this model's are {self.header}: it was written by "
-                "another model; give another --out to start a new CSV"
+                f"{self.path} has the columns {fields}, but this run's are {self.header}: it was written by "
+                "another model (or with other --labels); give another --out to start a new CSV"
             )
         if retry_errors and any(r["error"] for r in rows):
             self._write(self.header, [r for r in rows if not r["error"]])

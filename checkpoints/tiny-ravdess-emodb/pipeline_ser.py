@@ -1,0 +1,93 @@
+"""`pipeline("audio-classification", model=..., trust_remote_code=True)` for speech emotion models: the model's
+inference policy (`inference.py`), shipped with the model and named in its config's `custom_pipelines`.
+
+transformers' own audio pipeline would classify any input as one pass: a tone would get an emotion, and a long
+recording would exhaust memory. This one decodes files with `audio.py`, refuses audio without speech, classifies long
+recordings by their speech segments, and returns calibrated probabilities; on request the timeline and the
+uncertainty flag.
+
+    classifier = pipeline("audio-classification", model="user/ser-model", trust_remote_code=True)
+    classifier("call.wav", top_k=None)                          # [{"label": ..., "score": ...}, ...]
+    classifier("call.wav", candidate_labels=["angry", "happy", "neutral", "sad"])   # renormalized over these
+    classifier("call.wav", details=True)   # {"label", "score", "scores", "uncertain", "duration_s", "timeline"}
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.pipelines.audio_classification import AudioClassificationPipeline
+
+from .audio import AudioError, load_audio, prepare_waveform
+from .inference import SERClassifier, check_candidate_labels
+
+
+class SERAudioClassificationPipeline(AudioClassificationPipeline):
+    """Inputs: a file path, the bytes of a file, `{"raw"|"array": samples, "sampling_rate": rate}` (any rate, mono
+    or multi-channel), or a 1-D array at the model's rate. Arguments: `top_k` (default 5; None for every label),
+    `candidate_labels` (a subset of the model's labels; the answer is renormalized over them), `details` (a dict
+    with the timeline and the uncertainty flag instead of the list of labels). Raises `AudioError` for input that
+    is not usable audio and its subclass `NoSpeechError` for audio without speech."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.classifier = SERClassifier(self.model, self.feature_extractor)
+
+    def _sanitize_parameters(self, top_k=None, function_to_apply=None, candidate_labels=None, details=None, **kwargs):
+        if function_to_apply not in (None, "softmax"):
+            raise ValueError("this pipeline returns calibrated softmax probabilities; function_to_apply must be 'softmax'")
+        preprocess, forward, postprocess = super()._sanitize_parameters(top_k=top_k, **kwargs)
+        if candidate_labels is not None:
+            forward["candidate_labels"] = check_candidate_labels(self.classifier.labels, candidate_labels)
+        if details is not None:
+            postprocess["details"] = bool(details)
+        return preprocess, forward, postprocess
+
+    def preprocess(self, inputs: Any):
+        sampling_rate = self.feature_extractor.sampling_rate
+        name = "audio"
+        if isinstance(inputs, (str, os.PathLike)):
+            if str(inputs).startswith(("http://", "https://")):
+                raise AudioError(f"{inputs}: download the file first; this pipeline reads files, bytes and arrays")
+            wave, name = load_audio(inputs, sampling_rate), os.path.basename(os.fspath(inputs))
+        elif isinstance(inputs, (bytes, bytearray)):
+            wave = load_audio(inputs, sampling_rate)
+        elif isinstance(inputs, dict) and "sampling_rate" in inputs and ("raw" in inputs or "array" in inputs):
+            array = inputs["raw"] if "raw" in inputs else inputs["array"]
+            wave = prepare_waveform(_to_numpy(array), int(inputs["sampling_rate"]), sampling_rate)
+        elif isinstance(inputs, (np.ndarray, torch.Tensor)):
+            wave = prepare_waveform(_to_numpy(inputs), sampling_rate, sampling_rate)
+        else:
+            raise AudioError(
+                f"cannot classify a {type(inputs).__name__}: give a file path, its bytes, a 1-D array at {sampling_rate} "
+                'Hz, or {"raw": samples, "sampling_rate": rate}'
+            )
+        return {"ser_waveform": wave, "ser_name": name}
+
+    def _forward(self, model_inputs, candidate_labels=None):
+        wave, name = model_inputs["ser_waveform"], model_inputs["ser_name"]
+        return {"ser_prediction": self.classifier.classify(wave, candidate_labels=candidate_labels, name=name)}
+
+    def postprocess(self, model_outputs, top_k=5, function_to_apply=None, details=False):
+        prediction = model_outputs["ser_prediction"]
+        ranked = sorted(prediction.scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
+        scores = [{"label": label, "score": score} for label, score in ranked]
+        if not details:
+            return scores
+        return {
+            "label": prediction.label,
+            "score": prediction.score,
+            "scores": scores,
+            "uncertain": prediction.uncertain,
+            "duration_s": prediction.duration_s,
+            "timeline": prediction.timeline(),
+        }
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        return array.detach().cpu().numpy()
+    return np.asarray(array)
