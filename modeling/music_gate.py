@@ -83,7 +83,7 @@ GATE = {'about': 'speech/music check: logistic regressions on standardized featu
           -1.3682441297458454,
           -0.7369729452205316],
  'intercept': -4.298741212434555,
- 'threshold': 0.998,
+ 'threshold': 0.9995,
  'silero_stage': {'features': ['p_max', 'p_mean', 'p_q90', 'p_frac5', 'p_frac15'],
                   'mean': [0.8952075698391648,
                            0.7215752339975373,
@@ -101,4 +101,4 @@ GATE = {'about': 'speech/music check: logistic regressions on standardized featu
                            1.0346547333181288,
                            1.007109386435427],
                   'intercept': -1.8622345040618336,
-                  'keep_below': np.float64(0.7558844151020604)}}
+                  'keep_below': 0.7558844151020604}}
