@@ -29,5 +29,8 @@ fi
 requirements=(-r requirements.txt)
 [ "${1:-}" = "--test" ] && requirements+=(-r requirements-test.txt)
 python -m pip install -q --disable-pip-version-check "${requirements[@]}"
-# The packages themselves, editable: `import modeling` works from any folder, and edits here take effect.
+# The packages themselves, editable: `import modeling` works from any folder, and edits here take effect. Built
+# without isolation (offline-friendly), so the build backend pyproject.toml names comes from this environment: a new
+# virtual environment's own setuptools can be too old to build an editable wheel.
+python -m pip install -q --disable-pip-version-check "setuptools>=70.1"
 python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -2,8 +2,8 @@
 
     python benchmarks/bench_live.py [--minutes 10]
 
-Feeds RAVDESS clips of unseen actors (48 kHz int16, as browsers deliver) through `modeling.live.live_step`, the
-function behind the demo's live tab, and samples the process's resident memory every simulated minute.
+Feeds RAVDESS clips of unseen actors (48 kHz int16, as browsers deliver) through `SERClassifier.stream`, the
+method behind the demo's live tab, and samples the process's resident memory every simulated minute.
 """
 
 from __future__ import annotations
@@ -15,20 +15,17 @@ import numpy as np
 import psutil
 import soxr
 from common import BUNDLED, DATA_DIR, save
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from modeling import load_audio
-from modeling.live import LiveSession, live_step
+from modeling import SERClassifier, load_audio
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=10.0)
     args = parser.parse_args()
-    model = AutoModelForAudioClassification.from_pretrained(BUNDLED).eval()
-    fe = AutoFeatureExtractor.from_pretrained(BUNDLED)
+    classifier = SERClassifier.from_pretrained(BUNDLED)
     clips = [soxr.resample(load_audio(p), 16000, 48000) for p in sorted(DATA_DIR.glob("Actor_1[45]/*.flac"))[:40]]
-    session = LiveSession()
+    session = classifier.new_stream()
     process = psutil.Process()
     rss, updates, chunk = [], 0, 4800
     start = time.perf_counter()
@@ -38,7 +35,7 @@ def main() -> None:
         wave = (clips[fed // (48000 * 4) % len(clips)] * 32767).astype(np.int16)
         for i in range(0, len(wave), chunk):
             before = len(session.timeline)
-            live_step(model, fe, session, 48000, wave[i : i + chunk])
+            classifier.stream(session, 48000, wave[i : i + chunk])
             updates += len(session.timeline) != before or len(session.timeline) == session.history
             fed += chunk
             if fed % (48000 * 60) < chunk:

@@ -51,7 +51,7 @@ def test_app_refuses_a_plain_backbone_and_predict_a_missing_folder(plain_backbon
 
 
 def test_from_backbone_on_a_saved_model_says_what_to_call(tiny_model_dir):
-    with pytest.raises(ValueError, match=r"already a speech emotion model .* SERForSequenceClassification.from_pretrained"):
+    with pytest.raises(ValueError, match=r"already a speech emotion model.* SERForSequenceClassification.from_pretrained"):
         SERForSequenceClassification.from_backbone(str(tiny_model_dir))
 
 
@@ -95,17 +95,23 @@ def test_confusion_matrix_image_holds_its_whole_title(tmp_path):
 
 
 def test_pip_install_editable_makes_the_packages_importable_anywhere(tmp_path):
-    """`pip install -e .` through pyproject.toml, into a virtual environment that sees the installed pins (and
-    uses their pip and setuptools: a bare venv's bundled setuptools is too old for pyproject builds)."""
+    """`pip install -e .` through pyproject.toml, as install.sh runs it (`--no-build-isolation`: the build backend
+    is the one of the environment the suite runs in, which may itself be a virtual environment). The new venv sees
+    that environment's packages through a .pth file: `--system-site-packages` would show it the base interpreter's
+    instead, whose setuptools can be too old to build an editable wheel."""
+    import site
+
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    (site_packages,) = venv.glob("lib/python*/site-packages")
+    (site_packages / "suite-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     python = venv / "bin" / "python"
     done = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--disable-pip-version-check", "-e", str(REPO)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    probe = "import modeling, training.sources; print(modeling.__file__); print(modeling.SERConfig.model_type)"
+    probe = "import modeling, serving.batch, training.sources; print(modeling.__file__); print(modeling.SERConfig.model_type)"
     done = subprocess.run([str(python), "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == [str(REPO / "modeling" / "__init__.py"), "ser"]

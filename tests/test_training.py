@@ -238,9 +238,14 @@ def test_push_to_hub_uploads_model_code_and_card(tmp_path, cache_dir, monkeypatc
             "confusion_matrix.json",
             "confusion_matrix.png",
             "feature_extraction_ser.py",
+            "inference.py",
             "model.safetensors",
             "modeling_ser.py",
+            "music_gate.py",
+            "pipeline_ser.py",
             "preprocessor_config.json",
+            "speech.py",
+            "streaming.py",
         ]
     )
     metadata = pushed["metadata"]

@@ -9,7 +9,7 @@ One Silero pass gives a speech probability per 32 ms frame; everything below is 
 - segments are stretches above 0.5 (Silero's default), at least 0.25 s long, ended by 0.5 s below it (Silero's own
   `get_speech_timestamps_from_probs`);
 - presence: audio with no such segment still counts as speech when some frame reaches 0.15. Silero delimits
-  ordinary speech well but scores shouted or screamed speech low: of 1,735 acted clips (RAVDESS, EmoDB), 13
+  ordinary speech well but scores shouted or screamed speech low: of 1,735 acted clips of two corpora, 13
   have no segment above 0.5 and their highest frame is 0.21-0.35, while white or pink noise, tones, DC offsets,
   sweeps and clicks stay below 0.08. Such audio is classified whole.
 Audio up to `STREAM_S` is one stream, as Silero is meant to be run. Longer audio is cut into streams of that length,
