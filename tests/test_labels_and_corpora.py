@@ -154,6 +154,21 @@ def test_ravdess_and_emodb_in_one_run_and_evaluate_agrees(tmp_path, cache_dir):
     assert evaluated["data"]["left_out_unknown_labels"] == {"boredom": 81}  # counted over all 535 clips
     assert evaluated["clips"] == 120 and set(evaluated["per_corpus"]) == {"emodb"}  # then subsampled
 
+    # --candidate_labels: clips of other labels left out, each answer restricted to the candidates. On the same clips,
+    # restricting can only turn a wrong answer right (a right one was already the top among all labels).
+    four = ["angry", "happy", "neutral", "sad"]
+    only_four = emodb_only_args(cache_dir)
+    only_four.label_map = json.dumps({"boredom": None, "disgust": None, "fearful": None})
+    full = evaluate_model(EvaluationArguments(model_name_or_path=str(out), use_cpu=True), only_four)
+    restricted = evaluate_model(
+        EvaluationArguments(model_name_or_path=str(out), use_cpu=True, candidate_labels=",".join(four)), only_four
+    )
+    assert restricted["labels"] == restricted["confusion_matrix"]["labels"] == four
+    assert restricted["clips"] == full["clips"] and set(full["data"]["data_labels"]) == set(four)
+    assert restricted["accuracy"] >= full["accuracy"]
+    with pytest.raises(DataError, match="not labels of this model"):
+        evaluate_model(EvaluationArguments(model_name_or_path=str(out), candidate_labels="angry,bored"), only_four)
+
 
 def test_leave_one_corpus_out(tmp_path, cache_dir):
     results, out = run(
