@@ -5,11 +5,11 @@
     torchrun --nproc_per_node 2 predict.py clips/ --out results.csv            # 2 processes (CPU or GPUs)
     accelerate launch --multi_gpu --num_processes 2 predict.py clips/ --out results.csv
 
-Each file is decoded and denoised in a worker process (`--workers` per process) with a memory limit
-(`--worker_memory_gb`) and a time limit (`--file_timeout_s`): a file that crashes, hangs or exhausts a
-decoder gets an error row and the run goes on. Files are sorted by length and batched with others of similar
-length; files longer than the model's window (`window_s` in its preprocessor config) are classified in
-windows, exactly as the pipeline and the demo do. Under `torchrun` or `accelerate launch` the files are split
+Each file is decoded, checked for speech and denoised in a worker process (`--workers` per process) with a
+memory limit (`--worker_memory_gb`) and a time limit (`--file_timeout_s`): a file that crashes, hangs or exhausts
+a decoder gets an error row and the run goes on. Files are sorted by length and batched with others of similar
+length; files longer than the model's window (`window_s` in its preprocessor config) are classified by their
+speech segments, exactly as the pipeline and the demo do (all go through `SERClassifier`). Under `torchrun` or `accelerate launch` the files are split
 across the processes (one per GPU, or CPU processes), which append to the same CSV.
 
 Columns: path, label, score, uncertain (true when the score is below the model's `uncertainty_threshold`, 0.5
@@ -117,40 +117,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def classify(classifier: SERClassifier, decoded, store: ResultsCSV, batch_size: int, progress, timeline=None, labels=None) -> None:
-    """Classifies files as their workers deliver them, `batch_size` at a time (the classifier batches the short
-    ones); rows reach the CSV after each batch, and the timeline lines of a file before its row."""
-    batch: list[Decoded] = []
+    """Classifies files as their workers deliver them: short ones `batch_size` at a time, long ones (and errors)
+    at once, so that no more than a batch of short clips waits in memory. Rows reach the CSV after each batch, and
+    the timeline lines of a file before its row."""
 
-    def run_batch() -> None:
-        ready = [d for d in batch if d.error is None]
-        results = dict(
-            zip(
-                (d.path for d in ready),
-                classifier.classify_batch(
-                    [d.wave for d in ready], [os.path.basename(d.path) for d in ready], labels,
-                    features=[d.features for d in ready], segments=[d.segments for d in ready],
-                ),  # fmt: skip
-            )
-        )
+    def run(items: list[Decoded]) -> None:
+        ready = [d for d in items if d.error is None]
+        results = classifier.classify_batch(
+            [d.wave for d in ready], [os.path.basename(d.path) for d in ready], labels,
+            features=[d.features for d in ready], segments=[d.segments for d in ready],
+        )  # fmt: skip
+        by_path = dict(zip((d.path for d in ready), results))
         rows = []
-        for d in batch:
-            result = results.get(d.path, d.error)
+        for d in items:
+            result = by_path.get(d.path, d.error)
             if isinstance(result, Prediction):
                 if timeline:
-                    timeline.append(d.path, [(w["start_s"], w["end_s"], w["scores"]) for w in result.timeline()])
+                    timeline.append(d.path, result.timeline())
                 rows.append(result_row(d.path, result))
             else:
                 rows.append(error_row(d.path, str(result)))
         store.append(rows)
-        progress.update(len(batch))
-        batch.clear()
+        progress.update(len(items))
 
+    batch: list[Decoded] = []
     for item in decoded:
+        if item.features is None:  # a long file or an error
+            run([item])
+            continue
         batch.append(item)
         if len(batch) == batch_size:
-            run_batch()
+            run(batch)
+            batch = []
     if batch:
-        run_batch()
+        run(batch)
 
 
 def main(argv: list[str] | None = None) -> int:

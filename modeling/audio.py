@@ -1,4 +1,4 @@
-"""Decoding and checking audio: every entry point (training, pipeline, demo, CLI) goes through here.
+"""Decoding and checking audio: training and every way of classifying a recording go through here.
 
 Files are decoded with libsndfile (WAV, FLAC, OGG, MP3, ...) and, for containers it does not read
 (WebM, M4A/AAC, ...), with FFmpeg through torchcodec. Whatever the source, the result is a float32

@@ -56,9 +56,12 @@ class SERPreTrainedModel(PreTrainedModel):
         """Saves as transformers does, plus the pipeline of the inference policy (`CUSTOM_PIPELINES`) and its code."""
         from .pipeline_ser import SERAudioClassificationPipeline
 
-        self.config.custom_pipelines = CUSTOM_PIPELINES
+        # Only with the code beside it: a config must not name a pipeline file that is not there.
+        ships_code = self._auto_class is not None
+        if ships_code:
+            self.config.custom_pipelines = CUSTOM_PIPELINES
         super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True) and self._auto_class is not None:
+        if ships_code and kwargs.get("is_main_process", True):
             custom_object_save(SERAudioClassificationPipeline, save_directory)
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -12,7 +12,8 @@ One Silero pass gives a speech probability per 32 ms frame; everything below is 
   ordinary speech well but scores shouted or screamed speech low: of 1,735 acted clips of two corpora, 13
   have no segment above 0.5 and their highest frame is 0.21-0.35, while white or pink noise, tones, DC offsets,
   sweeps and clicks stay below 0.08. Such audio is classified whole.
-Audio up to `STREAM_S` is one stream, as Silero is meant to be run. Longer audio is cut into streams of that length,
+Audio up to `STREAM_S` + `WARMUP_S` (34 s) is one stream, as Silero is meant to be run. Longer audio is cut into
+streams of `STREAM_S`,
 each started `WARMUP_S` early so that its recurrent state has settled, and the streams run side by side as one
 batch: ten times faster than frame after frame, with each sample still seen once.
 
@@ -36,8 +37,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .audio import SAMPLING_RATE, AudioError
-from .music_gate import GATE
+# Importing silero_vad sets torch to one thread for the whole process; the emotion model needs them all. Imported
+# here, once and outside any `try`, so that transformers names silero-vad to a Hub user who lacks it.
+_threads = torch.get_num_threads()
+import silero_vad  # noqa: E402  (silero-vad >= 6.2: get_speech_timestamps_from_probs)
+
+torch.set_num_threads(_threads)
+
+from .audio import SAMPLING_RATE, AudioError  # noqa: E402
+from .music_gate import GATE  # noqa: E402
 
 SEGMENT_THRESHOLD = 0.5
 PRESENCE_THRESHOLD = 0.15
@@ -65,17 +73,6 @@ class MusicWithoutVoiceError(NoSpeechError):
     """What sounded like speech to the voice activity detector is music without a voice."""
 
 
-def _load_silero():
-    # Importing silero_vad sets torch to one thread for the whole process; the emotion model needs them all.
-    threads = torch.get_num_threads()
-    try:
-        from silero_vad import get_speech_timestamps_from_probs, load_silero_vad
-
-        return load_silero_vad(), get_speech_timestamps_from_probs
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _load_smile():
     import opensmile
 
@@ -86,7 +83,9 @@ class SpeechDetector:
     """Silero VAD and the music check for one thread. `detect` is what `detect_speech` runs."""
 
     def __init__(self):
-        self.vad, self._timestamps = _load_silero()
+        threads = torch.get_num_threads()
+        self.vad = silero_vad.load_silero_vad()
+        torch.set_num_threads(threads)
         self._smile = None  # loaded on first need: most speech never reaches openSMILE
 
     @property
@@ -100,26 +99,28 @@ class SpeechDetector:
         """Silero's speech probability for each 32 ms frame (the last one zero-padded), in one pass."""
         audio = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
         frames = -(-len(audio) // FRAME)
-        stream, warmup = int(STREAM_S * SAMPLING_RATE), int(WARMUP_S * SAMPLING_RATE)
+        stream, warmup = stream_samples()
         if len(audio) <= stream + warmup:
-            batch, skip = audio[None], 0
-        else:
-            starts = range(0, len(audio), stream)
-            batch = torch.zeros(len(starts), warmup + stream)
-            for row, start in enumerate(starts):
-                piece = audio[max(0, start - warmup) : start + stream]
-                offset = warmup - min(warmup, start)
-                batch[row, offset : offset + len(piece)] = piece
-            skip = warmup // FRAME
+            self.vad.reset_states()
+            probs = self.vad.audio_forward(audio[None], SAMPLING_RATE)
+            self.vad.reset_states()
+            return probs[0, :frames].numpy()
+        starts = range(0, len(audio), stream)
+        batch = torch.zeros(len(starts), warmup + stream)
+        for row, start in enumerate(starts):
+            piece = audio[max(0, start - warmup) : start + stream]
+            offset = warmup - min(warmup, start)
+            batch[row, offset : offset + len(piece)] = piece
         self.vad.reset_states()
-        probs = self.vad.audio_forward(batch, SAMPLING_RATE)[:, skip:]
+        probs = self.vad.audio_forward(batch, SAMPLING_RATE)
         self.vad.reset_states()
-        return probs.reshape(-1)[:frames].numpy()
+        # Each row: the warm-up's frames, then exactly the stream's, so that row r holds frames r * stream // FRAME on.
+        return probs[:, warmup // FRAME : (warmup + stream) // FRAME].reshape(-1)[:frames].numpy()
 
     def voice_activity(self, wave: np.ndarray, probs: np.ndarray) -> list[SpeechSegment]:
         """What Silero hears as speech, before the music check: its segments, else the whole audio when speech is
         present but not delimited, else nothing."""
-        stamps = self._timestamps(
+        stamps = silero_vad.get_speech_timestamps_from_probs(
             probs.tolist(),
             sampling_rate=SAMPLING_RATE,
             threshold=SEGMENT_THRESHOLD,
@@ -133,32 +134,23 @@ class SpeechDetector:
             segments = [SpeechSegment(0.0, len(wave) / SAMPLING_RATE)]
         return segments
 
-    def piece_features(self, wave: np.ndarray, probs: np.ndarray, start: int, end: int, smile: bool = True) -> dict:
-        """What the music check weighs for the piece `wave[start:end]`: Silero's probabilities over it and, with
-        `smile`, eGeMAPS functionals of voicing (segment rates and lengths), loudness rhythm, pitch movement and
-        voice quality."""
-        p = probs[start // FRAME : max(start // FRAME + 1, -(-end // FRAME))]
-        features = {
-            "p_max": float(p.max()),
-            "p_mean": float(p.mean()),
-            "p_q90": float(np.quantile(p, 0.9)),
-            "p_frac5": float((p > SEGMENT_THRESHOLD).mean()),
-            "p_frac15": float((p > PRESENCE_THRESHOLD).mean()),
-        }
-        if smile:
-            piece = wave[start:end]
-            piece = piece / max(float(np.abs(piece).max()), 1e-9) * 0.5  # level-free, as the model's normalization
-            features |= self.smile.process_signal(piece, SAMPLING_RATE).iloc[0].to_dict()
-        return features
+    def piece_features(self, wave: np.ndarray, probs: np.ndarray, start: int, end: int) -> dict:
+        """What the music check weighs for the piece `wave[start:end]`: Silero's probabilities over it, and eGeMAPS
+        functionals of voicing (segment rates and lengths), loudness rhythm, pitch movement and voice quality."""
+        return silero_features(probs, start, end) | self.smile_features(wave[start:end])
+
+    def smile_features(self, piece: np.ndarray) -> dict:
+        piece = piece / max(float(np.abs(piece).max()), 1e-9) * 0.5  # level-free, as the model's normalization
+        return self.smile.process_signal(piece, SAMPLING_RATE).iloc[0].to_dict()
 
     def is_music(self, wave: np.ndarray, probs: np.ndarray, segment: SpeechSegment) -> bool:
         """Whether every piece of the segment sounds like music without a voice (see the module notes)."""
+        stage = GATE["silero_stage"]
         for start, end in gate_pieces(segment, len(wave)):
-            if music_probability(self.piece_features(wave, probs, start, end, smile=False), GATE["silero_stage"]) < (
-                GATE["silero_stage"]["keep_below"]
-            ):
+            features = silero_features(probs, start, end)
+            if music_probability(features, stage) < stage["keep_below"]:
                 return False  # clearly speech to Silero: no music of the fitting data scored this low
-            if music_probability(self.piece_features(wave, probs, start, end), GATE) <= GATE["threshold"]:
+            if music_probability(features | self.smile_features(wave[start:end]), GATE) <= GATE["threshold"]:
                 return False
         return True
 
@@ -177,6 +169,23 @@ class SpeechDetector:
                 "speech only"
             )
         return voiced
+
+
+def stream_samples() -> tuple[int, int]:
+    """Samples of one stream and of its warm-up, whole frames both, so that every row's frames line up."""
+    return int(STREAM_S * SAMPLING_RATE) // FRAME * FRAME, int(WARMUP_S * SAMPLING_RATE) // FRAME * FRAME
+
+
+def silero_features(probs: np.ndarray, start: int, end: int) -> dict:
+    """Silero's probabilities over the frames of `[start, end)` samples, summarized for the music check."""
+    p = probs[start // FRAME : max(start // FRAME + 1, -(-end // FRAME))]
+    return {
+        "p_max": float(p.max()),
+        "p_mean": float(p.mean()),
+        "p_q90": float(np.quantile(p, 0.9)),
+        "p_frac5": float((p > SEGMENT_THRESHOLD).mean()),
+        "p_frac15": float((p > PRESENCE_THRESHOLD).mean()),
+    }
 
 
 _local = threading.local()

@@ -297,11 +297,9 @@ class TimelineJSONL:
         if len(keep) != len(lines):
             write_text_atomic(self.path, "".join(keep))
 
-    def append(self, path: str, pieces: list[tuple[float, float, dict[str, float]]]) -> None:
-        lines = [
-            json.dumps({"path": path, "start_s": round(start, 3), "end_s": round(end, 3), "label": max(scores, key=scores.get), "scores": scores})
-            for start, end, scores in pieces
-        ]
+    def append(self, path: str, pieces: list[dict]) -> None:
+        """The pieces of one file, as `Prediction.timeline()` gives them."""
+        lines = [json.dumps({"path": path, **piece}) for piece in pieces]
         if lines:
             _append_locked(self.path, "\n".join(lines) + "\n")
 

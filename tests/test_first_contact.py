@@ -99,12 +99,15 @@ def test_pip_install_editable_makes_the_packages_importable_anywhere(tmp_path):
     is the one of the environment the suite runs in, which may itself be a virtual environment). The new venv sees
     that environment's packages through a .pth file: `--system-site-packages` would show it the base interpreter's
     instead, whose setuptools can be too old to build an editable wheel."""
-    import site
+    import os
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     (site_packages,) = venv.glob("lib/python*/site-packages")
-    (site_packages / "suite-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    # Every package folder the suite sees (its venv's, the user's, a --system-site-packages base), not the .pth
+    # files inside them: this project's own editable install must come from the install below.
+    folders = [p for p in sys.path if os.path.isdir(p) and os.path.basename(p) in ("site-packages", "dist-packages")]
+    (site_packages / "suite-environment.pth").write_text("\n".join(folders) + "\n")
     python = venv / "bin" / "python"
     done = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--disable-pip-version-check", "-e", str(REPO)],

@@ -139,7 +139,7 @@ def test_bundled_checkpoint_code_is_what_saving_writes(tmp_path):
     # What ships names only what ships: no script or folder of this repository that a Hub user does not have.
     for name in shipped:
         text = (BUNDLED / name).read_text()
-        for project_only in ("train.py", "predict.py", "evaluate.py", "app.py", "benchmarks/", "serving", "training.", "README"):
+        for project_only in ("train.py", "predict.py", "evaluate.py", "app.py", "benchmarks/", "serving", "training.", "README", "demo"):
             assert project_only not in text, (name, project_only)
 
 

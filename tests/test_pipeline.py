@@ -122,6 +122,9 @@ def test_pipeline_candidate_labels_renormalize(classifier, clip_path):
     assert restricted == pytest.approx({label: full[label] / total for label in subset}, abs=1e-6)
     with pytest.raises(ValueError, match="not labels of this model"):
         classifier(str(clip_path), candidate_labels=["angry", "bored"])
+    # Or set once, when the pipeline is made.
+    two = pipeline("audio-classification", model=classifier.model.name_or_path, trust_remote_code=True, candidate_labels=["sad", "angry"])
+    assert sorted(r["label"] for r in two(str(clip_path))) == ["angry", "sad"]
 
 
 def test_import_modeling_leaves_the_stock_pipeline_alone():

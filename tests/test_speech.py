@@ -277,3 +277,22 @@ def test_concurrent_detection_does_not_wait_and_agrees(recording):
         results = list(pool.map(lambda _: (detect_speech(wave), id(detector())), range(2)))
     assert [r[0] for r in results] == [alone, alone]
     assert results[0][1] != results[1][1]  # two detectors
+
+
+def test_long_audio_streams_line_up_frame_by_frame(recording):
+    """Past 34 s the audio runs as parallel streams: each frame's probability is that of its own stream run alone
+    (warmed up on the samples before it), at its own place, up to the last frame of a 3.5-minute recording."""
+    from modeling import speech
+
+    wave = np.tile(recording[0], 4)[: int(210.3 * SR)]
+    probs = detector().probabilities(wave)
+    assert len(probs) == -(-len(wave) // speech.FRAME)
+    stream, warmup = speech.stream_samples()
+    vad = detector().vad
+    for start in range(0, len(wave), stream):
+        alone = np.concatenate([np.zeros(max(0, warmup - start), np.float32), wave[max(0, start - warmup) : start + stream]])
+        vad.reset_states()
+        expected = vad.audio_forward(torch.from_numpy(alone)[None], SR)[0, warmup // speech.FRAME :].numpy()
+        vad.reset_states()
+        got = probs[start // speech.FRAME : start // speech.FRAME + len(expected)]
+        assert got == pytest.approx(expected[: len(got)], abs=1e-4), start / SR

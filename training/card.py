@@ -121,7 +121,7 @@ def calibration_section(results: dict) -> str:
 The probabilities are calibrated by temperature scaling, fitted on the validation speakers (temperature
 {temperatures}, stored in {"each fold's `fold-K/config.json`" if len(runs) > 1 else "`config.json`"}; the predicted label does not change). Expected calibration error
 ({runs[0]["ece_bins"]} bins) and negative log-likelihood before and after; the test speakers were not used to fit it.
-The demo and `predict.py` flag a prediction as uncertain when its top probability is below {threshold:g}.{command}
+A prediction is flagged as uncertain (`details=True` in the pipeline) when its top probability is below {threshold:g}.{command}
 
 {chr(10).join(rows)}
 """
@@ -223,11 +223,17 @@ Chance level for {len(labels)} balanced classes is {1 / len(labels):.3f} accurac
 ```python
 from transformers import pipeline
 classifier = pipeline("audio-classification", model="PATH_OR_REPO_ID", trust_remote_code=True, top_k=None)
-classifier("speech.wav")
+classifier("speech.wav")                                    # any length, any format FFmpeg reads
+classifier("speech.wav", candidate_labels=["angry", "neutral"])  # restricted to some labels, renormalized
+classifier("speech.wav", details=True)                      # + uncertain, duration_s and the timeline of segments
 ```
 
-The repository carries its modeling code (`modeling_ser.py` and the files it imports): `trust_remote_code=True`
-runs that code on your machine, so read it first or pin a revision.
+The pipeline applies the model's inference policy: audio without speech (silence, noise, a tone, music without a
+voice) is refused with `NoSpeechError` ("no speech found"), recordings longer than {results["preprocessing"].get("window_s", 5.0):g} s are classified by their
+speech segments, and the probabilities are calibrated. The repository carries that code (`modeling_ser.py`,
+`pipeline_ser.py` and the files they import, written by `save_pretrained`): `trust_remote_code=True` runs it on your
+machine, so read it first or pin a revision. It needs torch, transformers, numpy, soundfile, soxr, noisereduce,
+silero-vad and opensmile (torchcodec with FFmpeg for WebM or M4A).
 
 ## Intended use and limitations
 

@@ -15,7 +15,7 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
 
     Each waveform is checked (see `audio.check_waveform`), denoised by spectral gating (`noisereduce`),
     then normalized to zero mean and unit variance over its own samples, as wav2vec2 was pre-trained on, before the
-    batch is zero-padded. The same steps run in training, in `pipeline(...)` and in the demo.
+    batch is zero-padded. The same steps run in training and at inference (`SERClassifier`, `pipeline(...)`).
 
     Args:
         sampling_rate (`int`, *optional*, defaults to 16000):
@@ -84,7 +84,7 @@ class SERFeatureExtractor(SequenceFeatureExtractor):
 
     def is_one_pass(self, num_samples: int) -> bool:
         """Whether audio of this many samples is classified in one pass (else by speech segments or windows)."""
-        return num_samples <= self.window_s * self.sampling_rate
+        return num_samples <= int(self.window_s * self.sampling_rate)
 
     def denoise(self, wave: np.ndarray) -> np.ndarray:
         if not self.noise_reduction:

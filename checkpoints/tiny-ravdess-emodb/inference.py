@@ -64,12 +64,11 @@ def speech_spans(
 ) -> list[tuple[int, int]]:
     """The pieces of a long recording to classify: each speech segment with some context, cut into windows when
     it is longer than one."""
+    long_enough = [s for s in segments if s.end_s - s.start_s >= MIN_SEGMENT_S]
     spans = []
-    for segment in segments:
+    for segment in long_enough or segments:  # only short utterances: classify them rather than nothing
         start = max(0, int((segment.start_s - SEGMENT_CONTEXT_S) * sampling_rate))
         end = min(num_samples, int((segment.end_s + SEGMENT_CONTEXT_S) * sampling_rate))
-        if segment.end_s - segment.start_s < MIN_SEGMENT_S and len(segments) > 1:
-            continue
         spans += [(start + a, start + b) for a, b in window_spans(end - start, window, hop)]
     return spans
 
@@ -130,10 +129,13 @@ def check_candidate_labels(labels: list[str], candidate_labels: list[str] | None
 
 
 def restrict(scores: dict[str, float], candidate_labels: list[str] | None) -> dict[str, float]:
-    """The probabilities of the candidate labels, renormalized to sum to 1: the softmax over their logits alone."""
+    """The probabilities of the candidate labels, renormalized to sum to 1: the softmax over their logits alone
+    (the same as slicing the logits before the softmax)."""
     if candidate_labels is None:
         return scores
     total = sum(scores[label] for label in candidate_labels)
+    if not total > 0:  # every candidate underflowed: none is preferred
+        return {label: 1 / len(candidate_labels) for label in candidate_labels}
     return {label: scores[label] / total for label in candidate_labels}
 
 
@@ -176,7 +178,8 @@ def predict_long(
     if getattr(feature_extractor, "speech_detection", False):
         if segments is None:
             segments = detect_speech(wave, sr, name)
-        spans = window_spans(len(wave), window, hop) if len(wave) <= window else speech_spans(segments, len(wave), sr, window, hop)
+        one_pass = len(wave) <= window
+        spans = window_spans(len(wave), window, hop) if one_pass else speech_spans(segments, len(wave), sr, window, hop)
     else:
         spans = window_spans(len(wave), window, hop)
 
@@ -242,10 +245,10 @@ class SERClassifier:
         model: a `SERForSequenceClassification` (or an object with its `config` and `logits` interface, such as an
             int8 or ONNX version of it).
         feature_extractor: its `SERFeatureExtractor`, which holds the policy's settings.
-        batch_size: pieces of a long recording classified together.
+        batch_size: clips (or pieces of a long recording) classified together.
     """
 
-    def __init__(self, model, feature_extractor: SERFeatureExtractor, batch_size: int = 8):
+    def __init__(self, model, feature_extractor: SERFeatureExtractor, batch_size: int = 16):
         # By model_type, not by class: a Hub user's copy of this code is another module than this one.
         if getattr(model.config, "model_type", None) != SERConfig.model_type:
             raise ValueError(f"{type(model).__name__} is not a speech emotion model of this kind (model_type 'ser')")
@@ -312,9 +315,8 @@ class SERClassifier:
         if sampling_rate is not None and sampling_rate != self.sampling_rate or wave.ndim != 1 or wave.dtype != np.float32:
             wave = prepare_waveform(wave, sampling_rate or self.sampling_rate, self.sampling_rate, name=name)
         return predict_long(
-            self.model, self.feature_extractor, wave, batch_size=self.batch_size, name=name,
-            candidate_labels=candidate_labels, segments=segments,
-        )  # fmt: skip
+            self.model, self.feature_extractor, wave, name=name, candidate_labels=candidate_labels, segments=segments
+        )
 
     def detect_speech(self, wave: np.ndarray, name: str = "audio") -> list[SpeechSegment] | None:
         """The speech segments of a waveform at the model's rate (`NoSpeechError` if there is none); None for a
@@ -335,7 +337,7 @@ class SERClassifier:
         detection) may come prepared, e.g. from decoder processes."""
         names = names or [f"audio {i}" for i in range(len(waves))]
         features = features or [None] * len(waves)
-        segments = segments or [None] * len(waves)
+        segments = list(segments or [None] * len(waves))
         candidates = check_candidate_labels(self.labels, candidate_labels)
         results: list[Prediction | AudioError | None] = [None] * len(waves)
         short = []
@@ -354,10 +356,11 @@ class SERClassifier:
                     results[i] = self.classify(wave, candidate_labels=candidates, name=names[i], segments=segments[i])
                 except AudioError as err:
                     results[i] = err
-        if short:
-            prepared = [features[i] if features[i] is not None else self.feature_extractor.process_waveform(waves[i]) for i in short]
+        for chunk in range(0, len(short), self.batch_size):
+            batch = short[chunk : chunk + self.batch_size]
+            prepared = [features[i] if features[i] is not None else self.feature_extractor.process_waveform(waves[i]) for i in batch]
             probs = probabilities(self.model, self.feature_extractor.collate(prepared, return_tensors="pt"))
-            for i, p in zip(short, probs):
+            for i, p in zip(batch, probs):
                 duration = len(waves[i]) / self.sampling_rate
                 scores = restrict(dict(zip(self.labels, p.tolist())), candidates)
                 windows = [WindowPrediction(0.0, duration, scores)]
@@ -380,7 +383,8 @@ class SERClassifier:
         session.classified_at_s = session.heard_s
         scores = session.last.scores if session.last else None
         try:
-            self.detect_speech(session.buffer, "microphone")  # silence included
+            # Whatever the model's setting: a live stream is mostly silence between utterances.
+            detect_speech(session.buffer, self.sampling_rate, "microphone")
         except NoSpeechError as err:
             advice = (
                 "only music without a voice: the model recognises emotion in speech"

@@ -27,21 +27,29 @@ from .inference import SERClassifier, check_candidate_labels
 
 class SERAudioClassificationPipeline(AudioClassificationPipeline):
     """Inputs: a file path, the bytes of a file, `{"raw"|"array": samples, "sampling_rate": rate}` (any rate, mono
-    or multi-channel), or a 1-D array at the model's rate. Arguments: `top_k` (default 5; None for every label),
+    or multi-channel), or a 1-D array at the model's rate. Arguments: `top_k` (the number of labels returned),
     `candidate_labels` (a subset of the model's labels; the answer is renormalized over them), `details` (a dict
     with the timeline and the uncertainty flag instead of the list of labels). Raises `AudioError` for input that
     is not usable audio and its subclass `NoSpeechError` for audio without speech."""
 
+    # (transformers 5 returns every label when `top_k` is not given; pass `top_k=5` for the five most likely.)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.classifier = SERClassifier(self.model, self.feature_extractor)
+
+    def check_model_type(self, supported_models):
+        # transformers' list of audio classifiers does not name this model type; the config's custom_pipelines does.
+        if getattr(self.model.config, "model_type", None) != "ser":
+            super().check_model_type(supported_models)
 
     def _sanitize_parameters(self, top_k=None, function_to_apply=None, candidate_labels=None, details=None, **kwargs):
         if function_to_apply not in (None, "softmax"):
             raise ValueError("this pipeline returns calibrated softmax probabilities; function_to_apply must be 'softmax'")
         preprocess, forward, postprocess = super()._sanitize_parameters(top_k=top_k, **kwargs)
         if candidate_labels is not None:
-            forward["candidate_labels"] = check_candidate_labels(self.classifier.labels, candidate_labels)
+            labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+            forward["candidate_labels"] = check_candidate_labels(labels, candidate_labels)
         if details is not None:
             postprocess["details"] = bool(details)
         return preprocess, forward, postprocess
