@@ -128,13 +128,26 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
             raise gr.Error("No audio received: record something or upload a file first.")
         try:
             # The model's one policy: speech check, then one pass or speech segments.
-            result = classifier.classify_file(audio_path, max_duration_s=limits.max_duration_s, name=Path(audio_path).name)
+            result = classifier.classify_file(
+                audio_path, max_duration_s=limits.max_duration_s, name=Path(audio_path).name, quality=True
+            )
         except AudioError as err:
             raise gr.Error(str(err)) from None
         timeline = None
         if len(result.windows) > 1:
             timeline = timeline_frame([((w["start_s"] + w["end_s"]) / 2, w["scores"]) for w in result.timeline()])
-        return result.scores, gr.LinePlot(value=timeline, visible=timeline is not None), confidence_note(result)
+        note = confidence_note(result) + quality_note(result.quality)
+        return result.scores, gr.LinePlot(value=timeline, visible=timeline is not None), note
+
+    def quality_note(quality) -> str:
+        """What the input sounds like, and a warning when it lies outside what the model was trained on."""
+        if quality is None:
+            return ""
+        measured = (
+            f"\n\nInput: SNR about {quality.snr_db:.0f} dB, bandwidth {quality.bandwidth_hz / 1000:.1f} kHz, "
+            f"level {quality.level_dbfs:.0f} dBFS, clipping {quality.clipping_ratio:.1%}."
+        )
+        return measured + "".join(f"\n\n**Input quality**: {line}." for line in quality.notes)
 
     def confidence_note(result) -> str:
         if result.uncertain:

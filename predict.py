@@ -14,7 +14,9 @@ across the processes (one per GPU, or CPU processes), which append to the same C
 
 Columns: path, label, score, uncertain (true when the score is below the model's `uncertainty_threshold`, 0.5
 unless its config says otherwise), one probability per label of the model (its `id2label`; with --labels, only
-those, renormalized over them), duration_s, error.
+those, renormalized over them), duration_s, the input-quality report of the speech (snr_db, bandwidth_hz,
+clipping_ratio, level_dbfs, and quality_note when the input lies outside the conditions the model was trained and
+measured on: telephone band, noise, clipping, a very low level), error.
 Rows are appended as files are done, so a killed run loses only the files in flight, and a later run with the
 same --out skips the files already in the CSV (--retry_errors tries the failed ones again). --timeline adds a JSON
 line per classified piece of each file: its speech segments (long files) or the whole file (one window or less).
@@ -46,9 +48,14 @@ from serving.loading import ModelError, load_classifier, resolve_model_path
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravdess-emodb")
 
 
+# The input-quality report (modeling/quality.py): estimated SNR, effective bandwidth, clipping and level of the
+# speech, and a note when the input lies outside the conditions the model was trained and measured on.
+QUALITY_COLUMNS = ["snr_db", "bandwidth_hz", "clipping_ratio", "level_dbfs", "quality_note"]
+
+
 def columns(labels: list[str]) -> list[str]:
     """The CSV header: one probability column per label of the model, in its `id2label` order."""
-    return ["path", "label", "score", "uncertain", *labels, "duration_s", "error"]
+    return ["path", "label", "score", "uncertain", *labels, "duration_s", *QUALITY_COLUMNS, "error"]
 
 
 def find_audio(paths: list[str]) -> tuple[list[str], int]:
@@ -84,7 +91,20 @@ def result_row(path: str, prediction: Prediction) -> dict:
         "uncertain": str(prediction.uncertain).lower(),  # the model's uncertainty_threshold
         **{name: f"{p:.6f}" for name, p in prediction.scores.items()},
         "duration_s": f"{prediction.duration_s:.3f}",
+        **quality_cells(prediction.quality),
         "error": "",
+    }
+
+
+def quality_cells(quality) -> dict:
+    if quality is None:
+        return {}
+    return {
+        "snr_db": f"{quality.snr_db:.1f}",
+        "bandwidth_hz": f"{quality.bandwidth_hz:.0f}",
+        "clipping_ratio": f"{quality.clipping_ratio:.5f}",
+        "level_dbfs": f"{quality.level_dbfs:.1f}",
+        "quality_note": "; ".join(quality.notes),
     }
 
 
@@ -126,6 +146,7 @@ def classify(classifier: SERClassifier, decoded, store: ResultsCSV, batch_size: 
         results = classifier.classify_batch(
             [d.wave for d in ready], [os.path.basename(d.path) for d in ready], labels,
             features=[d.features for d in ready], segments=[d.segments for d in ready],
+            qualities=[d.quality for d in ready],
         )  # fmt: skip
         by_path = dict(zip((d.path for d in ready), results))
         rows = []
@@ -187,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     header = columns(labels)
     if len(set(header)) != len(header):
         raise SystemExit(f"{args.model}: a label is named like a CSV column ({labels}); rename it in the model's config")
-    with DecoderPool(classifier.feature_extractor, args.workers, args.file_timeout_s, args.worker_memory_gb or None) as pool:
+    robustness = getattr(classifier.model.config, "robustness", None)
+    with DecoderPool(
+        classifier.feature_extractor, args.workers, args.file_timeout_s, args.worker_memory_gb or None, robustness=robustness
+    ) as pool:
         store = ResultsCSV(args.out, header)
         timeline = TimelineJSONL(args.timeline) if args.timeline else None
         with state.main_process_first():

@@ -155,6 +155,10 @@ class SpeechDetector:
         return True
 
     def detect(self, wave: np.ndarray, name: str = "audio") -> list[SpeechSegment]:
+        return self.analyse(wave, name)[0]
+
+    def analyse(self, wave: np.ndarray, name: str = "audio") -> tuple[list[SpeechSegment], np.ndarray]:
+        """The speech segments (as `detect`) and the per-frame speech probabilities they were read from."""
         probs = self.probabilities(wave)
         segments = self.voice_activity(wave, probs)
         if not segments:
@@ -168,7 +172,7 @@ class SpeechDetector:
                 f"{name}: no speech found (it sounds like music without a voice); the model recognises emotion in "
                 "speech only"
             )
-        return voiced
+        return voiced, probs
 
 
 def stream_samples() -> tuple[int, int]:
@@ -248,3 +252,9 @@ def detect_speech(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE, name: st
     when speech is present but not delimited (see the module notes); `NoSpeechError` when there is none."""
     _check_rate(sampling_rate)
     return detector().detect(wave, name)
+
+
+def analyse_speech(wave: np.ndarray, sampling_rate: int = SAMPLING_RATE, name: str = "audio") -> tuple[list[SpeechSegment], np.ndarray]:
+    """`detect_speech`'s segments and the per-frame speech probabilities of its one Silero pass."""
+    _check_rate(sampling_rate)
+    return detector().analyse(wave, name)

@@ -28,7 +28,8 @@ import numpy as np
 
 from modeling.audio import AudioError, load_audio
 from modeling.feature_extraction_ser import SERFeatureExtractor
-from modeling.speech import SpeechSegment, detect_speech
+from modeling.quality import InputQuality, assess
+from modeling.speech import SpeechSegment, analyse_speech
 
 from .files import write_text_atomic
 
@@ -49,6 +50,7 @@ class Decoded:
     wave: np.ndarray | None = None
     features: np.ndarray | None = None  # None for audio longer than one window: classified in pieces
     segments: list[SpeechSegment] | None = None  # None for a model saved without speech detection
+    quality: InputQuality | None = None
     error: str | None = None
 
 
@@ -73,17 +75,20 @@ def _limit_memory(max_bytes: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def decode(path: str, feature_extractor: SERFeatureExtractor, memory_gb: float | None = None) -> Decoded:
-    """Decodes and prepares one file; the input's own faults (no speech included) become `Decoded.error`, anything
-    else raises."""
+def decode(
+    path: str, feature_extractor: SERFeatureExtractor, memory_gb: float | None = None, robustness: dict | None = None
+) -> Decoded:
+    """Decodes and prepares one file: speech segments, input-quality report (worded with the model's `robustness`
+    figures) and, for a clip of one pass, the model input. The input's own faults (no speech included) become
+    `Decoded.error`; anything else raises."""
     try:
         wave = load_audio(path, feature_extractor.sampling_rate)
-        segments = None
+        segments = quality = None
         if feature_extractor.speech_detection:
-            segments = detect_speech(wave, feature_extractor.sampling_rate, os.path.basename(path))
-        if not feature_extractor.is_one_pass(len(wave)):
-            return Decoded(path, wave, segments=segments)
-        return Decoded(path, wave, feature_extractor.process_waveform(wave), segments)
+            segments, probs = analyse_speech(wave, feature_extractor.sampling_rate, os.path.basename(path))
+            quality = assess(wave, probs, robustness, feature_extractor.sampling_rate)
+        features = feature_extractor.process_waveform(wave) if feature_extractor.is_one_pass(len(wave)) else None
+        return Decoded(path, wave, features, segments, quality)
     except AudioError as err:
         return Decoded(path, error=str(err))
     except MemoryError:
@@ -91,7 +96,7 @@ def decode(path: str, feature_extractor: SERFeatureExtractor, memory_gb: float |
         return Decoded(path, error=f"{os.path.basename(path)}: ran out of memory while decoding{limit}")
 
 
-def _worker(conn, feature_extractor: SERFeatureExtractor, memory_gb: float | None, parent: int) -> None:
+def _worker(conn, feature_extractor: SERFeatureExtractor, memory_gb: float | None, robustness, parent: int) -> None:
     import torch
 
     # As torch's DataLoader workers do: a forked process runs torch on one thread (the parent's thread pool does not
@@ -110,7 +115,7 @@ def _worker(conn, feature_extractor: SERFeatureExtractor, memory_gb: float | Non
         if path is None:
             return
         try:
-            result = decode(path, feature_extractor, memory_gb)
+            result = decode(path, feature_extractor, memory_gb, robustness)
         except Exception:
             conn.send(("unexpected", path, traceback.format_exc()))
             continue
@@ -118,11 +123,12 @@ def _worker(conn, feature_extractor: SERFeatureExtractor, memory_gb: float | Non
 
 
 class _Worker:
-    def __init__(self, context, feature_extractor, memory_gb):
+    def __init__(self, context, feature_extractor, memory_gb, robustness):
         self.conn, child = context.Pipe()
         self.process = context.Process(
-            target=_worker, args=(child, feature_extractor, memory_gb, os.getpid()), daemon=True, name="ser-decoder"
-        )
+            target=_worker, args=(child, feature_extractor, memory_gb, robustness, os.getpid()), daemon=True,
+            name="ser-decoder",
+        )  # fmt: skip
         self.process.start()
         child.close()
         self.sent: deque[str] = deque()  # paths sent and not answered, in the order the worker takes them
@@ -170,6 +176,7 @@ class DecoderPool:
         timeout_s: a file that takes longer is given up (its worker is killed) and gets an error row.
         memory_gb: address space each worker may add to what it maps at start; `None` for no limit.
         prefetch: files queued per worker, so that workers keep decoding while the model runs.
+        robustness: the model's measured accuracy per condition, which words the input-quality notes.
     """
 
     def __init__(
@@ -179,6 +186,7 @@ class DecoderPool:
         timeout_s: float = 600.0,
         memory_gb: float | None = 8.0,
         prefetch: int = 2,
+        robustness: dict | None = None,
     ):
         if workers < 1 or prefetch < 1 or not timeout_s > 0:
             raise ValueError(f"need workers >= 1, prefetch >= 1 and timeout_s > 0, got {workers}, {prefetch}, {timeout_s}")
@@ -186,6 +194,7 @@ class DecoderPool:
         self.timeout_s = timeout_s
         self.memory_gb = memory_gb
         self.prefetch = prefetch
+        self.robustness = robustness
         # Forked, as torch's DataLoader workers are: instant to (re)start. The workers run only small CPU models on
         # one thread (Silero VAD), never CUDA, whose context does not survive a fork. Where fork does not exist, a
         # fresh interpreter.
@@ -194,7 +203,7 @@ class DecoderPool:
         self._workers: list[_Worker] = []
 
     def _start(self) -> _Worker:
-        return _Worker(self._context, self.feature_extractor, self.memory_gb)
+        return _Worker(self._context, self.feature_extractor, self.memory_gb, self.robustness)
 
     def _replace(self, worker: _Worker, error: str, pending: deque[str]) -> Decoded:
         """Gives up the file the worker was on, requeues the ones behind it and starts a new worker."""
@@ -326,10 +335,11 @@ class ResultsCSV:
             logger.warning("%s: its last row was cut short by an interrupted run; that file is redone", self.path)
         rows = list(csv.DictReader(io.StringIO(keep)))
         fields = next(csv.reader(io.StringIO(keep)), None)
-        if fields and fields != self.header and [f for f in self.header if f != "uncertain"] == fields:
+        missing = [f for f in self.header if f not in (fields or [])]
+        if fields and fields != self.header and [f for f in self.header if f not in missing] == fields:
             raise SystemExit(
-                f"{self.path} was written by an earlier predict.py, without the 'uncertain' column: give another --out "
-                "for a new CSV (or add the column to the file)"
+                f"{self.path} was written by an earlier predict.py, without the columns {missing}: give another --out "
+                "for a new CSV (or add the columns to the file)"
             )
         if fields and fields != self.header:
             raise SystemExit(

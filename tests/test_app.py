@@ -298,6 +298,7 @@ def test_browser_upload(browser_factory, server, client, example, tmp_path):
     assert top == max(expected, key=expected.get)
     for emotion in bundled_labels():
         assert page.get_by_text(emotion, exact=True).count() >= 1
+    page.get_by_text("Input: SNR about").first.wait_for(timeout=10_000)  # the input-quality report
     shot = tmp_path / "upload.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
@@ -309,6 +310,16 @@ def test_browser_upload(browser_factory, server, client, example, tmp_path):
     page.locator("input[type=file]").set_input_files(str(bad))
     page.get_by_role("button", name="Recognize emotion").click()
     page.get_by_text("could not be decoded as audio").first.wait_for(timeout=30_000)
+    # A telephone call gets the note that it lies outside what the model was trained on, with the measured figure.
+    from training.conditions import telephone
+
+    call = tmp_path / "call.wav"
+    sf.write(call, telephone(sf.read(example, dtype="float32")[0], "gsm"), 16_000)
+    page.get_by_role("button", name="Clear").first.click()
+    page.get_by_role("button", name="Upload file").click()
+    page.locator("input[type=file]").set_input_files(str(call))
+    page.get_by_role("button", name="Recognize emotion").click()
+    page.get_by_text("Input quality: telephone band").first.wait_for(timeout=30_000)
     browser.close()
 
 

@@ -43,6 +43,13 @@ class ModelArguments:
         default=False,
         metadata={"help": "Augment training clips on the fly (speed, pitch, gain transition, noise); live backbone only."},
     )
+    augment_conditions: bool = field(
+        default=False,
+        metadata={
+            "help": "With --augment: also real-world conditions (simulated rooms, a telephone band, MP3, clipping), "
+            "for models that must hold up on calls, rooms and compressed files."
+        },
+    )
     auxiliary_egemaps_weight: float = field(
         default=0.0,
         metadata={
@@ -198,6 +205,8 @@ def check_train_args(model_args: ModelArguments, data_args: DataArguments, train
         )
     if data_args.fold is not None and not (kfold and 0 <= data_args.fold < data_args.folds):
         raise ArgumentsError(f"--fold {data_args.fold} needs --split kfold and 0 <= fold < --folds ({data_args.folds})")
+    if model_args.augment_conditions and not model_args.augment:
+        raise ArgumentsError("--augment_conditions adds to the on-the-fly augmentation: add --augment true")
     if model_args.augment and training_args.dataloader_persistent_workers:
         raise ArgumentsError(
             "--augment draws each epoch's augmentation from the epoch number, which persistent data-loader workers "

@@ -34,15 +34,31 @@ class AugmentationConfig:
     noise_snr_min_db: float = 10.0
     noise_snr_max_db: float = 40.0
     p_noise: float = 0.5
+    # Real-world recording conditions (`--augment_conditions`): rooms, a telephone band, MP3 and clipping.
+    conditions: bool = False
+    room_rt60_min_s: float = 0.2
+    room_rt60_max_s: float = 1.0
+    p_room: float = 0.3
+    p_telephone: float = 0.2
+    mp3_kbps_min: int = 16
+    mp3_kbps_max: int = 48
+    p_mp3: float = 0.2
+    p_clipping: float = 0.1
 
     def describe(self) -> str:
-        return (
+        text = (
             f"speed perturbation ×{self.speed_min:g}–{self.speed_max:g} (tempo and pitch together, p={self.p_speed:g}), "
             f"pitch shift ±{self.pitch_semitones:g} semitones (p={self.p_pitch:g}), "
             f"gain transition ±{self.gain_db:g} dB (p={self.p_gain:g}), "
-            f"coloured noise at {self.noise_snr_min_db:g}–{self.noise_snr_max_db:g} dB SNR (p={self.p_noise:g}); "
-            "seeded per clip and epoch (audiomentations)"
+            f"coloured noise at {self.noise_snr_min_db:g}–{self.noise_snr_max_db:g} dB SNR (p={self.p_noise:g})"
         )
+        if self.conditions:
+            text += (
+                f", simulated rooms with RT60 {self.room_rt60_min_s:g}–{self.room_rt60_max_s:g} s (p={self.p_room:g}), "
+                f"a telephone band (p={self.p_telephone:g}), MP3 at {self.mp3_kbps_min}–{self.mp3_kbps_max} kbit/s "
+                f"(p={self.p_mp3:g}), clipping (p={self.p_clipping:g})"
+            )
+        return text + "; seeded per clip and epoch (audiomentations)"
 
 
 class Augmenter:
@@ -66,12 +82,34 @@ class Augmenter:
                 A.PitchShift(min_semitones=-c.pitch_semitones, max_semitones=c.pitch_semitones, p=c.p_pitch),
                 A.GainTransition(min_gain_db=-c.gain_db, max_gain_db=c.gain_db, min_duration=0.2, max_duration=2.0, p=c.p_gain),
                 A.AddColorNoise(min_snr_db=c.noise_snr_min_db, max_snr_db=c.noise_snr_max_db, p=c.p_noise),
+                *(self.conditions() if c.conditions else []),
             ]
         )
         # Runs every step once here: librosa loads its resampler lazily (seconds), and data-loader workers are
         # forked anew every epoch, so they inherit what is loaded now instead of each paying for it again.
         for index in range(4):
             self(np.random.default_rng(index).standard_normal(sampling_rate).astype(np.float32), index, 2**31)
+
+    def conditions(self) -> list:
+        """Rooms, a telephone band, MP3 and clipping: the channels of real recordings (`training/conditions.py` has
+        the benchmark's versions, with codecs; these are the field library's, cheap enough to run per clip)."""
+        import audiomentations as A
+
+        c = self.config
+        return [
+            A.RoomSimulator(
+                min_target_rt60=c.room_rt60_min_s, max_target_rt60=c.room_rt60_max_s, calculation_mode="rt60",
+                use_ray_tracing=False, max_order=8, min_mic_distance=0.5, max_mic_distance=2.5,
+                leave_length_unchanged=True, p=c.p_room,
+            ),  # fmt: skip
+            A.Compose(
+                [A.HighPassFilter(min_cutoff_freq=250, max_cutoff_freq=400, p=1.0),
+                 A.LowPassFilter(min_cutoff_freq=3000, max_cutoff_freq=3800, p=1.0)],
+                p=c.p_telephone,
+            ),  # fmt: skip
+            A.Mp3Compression(min_bitrate=c.mp3_kbps_min, max_bitrate=c.mp3_kbps_max, backend="fast-mp3-augment", p=c.p_mp3),
+            A.ClippingDistortion(min_percentile_threshold=0, max_percentile_threshold=20, p=c.p_clipping),
+        ]
 
     def __call__(self, wave: np.ndarray, index: int, epoch: int) -> np.ndarray:
         """The augmented, re-normalized waveform of row `index` in `epoch` (the input is not modified)."""

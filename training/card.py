@@ -127,6 +127,28 @@ A prediction is flagged as uncertain (`details=True` in the pipeline) when its t
 """
 
 
+def robustness_section(results: dict) -> str:
+    """Accuracy through real-world conditions (telephone, codecs, rooms, noise, level, clipping), where measured."""
+    run = results.get("robustness")
+    if not run:
+        return ""
+    rows = ["| condition | accuracy | UAR | ratio to clean | refused | eGeMAPS + LR accuracy |", "|---|---|---|---|---|---|"]
+    for name, m in run["conditions"].items():
+        rows.append(
+            f"| {name} | {m['accuracy']:.3f} | {m['uar']:.3f} | {m['ratio_to_clean']:.2f} | {m['refused']}/{run['clips']} | "
+            f"{m['anchor_accuracy']:.3f} |"
+        )
+    return f"""
+### Robustness
+
+The test speakers' {run["clips"]} clips through real-world conditions (refused clips count as errors; the anchor is
+{run["anchor"]}). Worst condition: {run["worst_condition"]}, {run["worst_ratio_to_clean"]:.2f} of the clean accuracy.
+Command: `{run["command"]}`.
+
+{chr(10).join(rows)}
+"""
+
+
 def render_card(results: dict) -> str:
     """`results` is what train.py writes to all_results.json; every number on the card comes from it."""
     test = results["test"]
@@ -205,7 +227,7 @@ Split: {split_line}. {overlap}
 {scores}
 {per_class}
 Chance level for {len(labels)} balanced classes is {1 / len(labels):.3f} accuracy.{majority}
-{calibration_section(results)}
+{calibration_section(results)}{robustness_section(results)}
 ## Training
 
 - Command: `{train_info["command"]}`

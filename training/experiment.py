@@ -283,7 +283,8 @@ def run_split(
     parts = {name: data.select(getattr(split, name)) for name in ("train", "validation", "test")}
     train_data, callbacks = parts["train"], []
     if model_args.augment:
-        train_data = AugmentedDataset(parts["train"], Augmenter(AugmentationConfig(), training_args.seed))
+        augmentation = AugmentationConfig(conditions=model_args.augment_conditions)
+        train_data = AugmentedDataset(parts["train"], Augmenter(augmentation, training_args.seed))
         callbacks.append(EpochCallback(train_data))
     if model_args.max_train_time_s:
         callbacks.append(TimeBudgetCallback(model_args.max_train_time_s))
@@ -380,7 +381,7 @@ def describe_mode(model: SERForSequenceClassification) -> str:
 
 def describe_extras(model_args: ModelArguments) -> dict:
     return {
-        "augmentation": AugmentationConfig().describe() if model_args.augment else None,
+        "augmentation": AugmentationConfig(conditions=model_args.augment_conditions).describe() if model_args.augment else None,
         "auxiliary_target": (
             f"{FEATURE_SET}, z-scored on the training speakers, weight {model_args.auxiliary_egemaps_weight:g}; "
             "training only (not in the saved model)"

@@ -37,6 +37,10 @@ class SERConfig(PretrainedConfig):
             A prediction is flagged as uncertain (`SERClassifier`, the pipeline with `details=True`) when its top
             (calibrated) probability is below
             this: at 0.5, the model is then more likely wrong than right.
+        robustness (`dict[str, float]`, *optional*):
+            Accuracy measured by a robustness benchmark on held-out speakers, per condition (`clean`, `telephone`,
+            `noise`, `clipping`, `quiet`, ...): the input-quality report quotes it when an input falls in one of
+            them. None when not measured.
         id2label (`dict[int, str]`, *optional*):
             The model's labels, taken from the training data. Without labels (and without
             `num_labels`), the config gets transformers' two placeholders `LABEL_0`, `LABEL_1`: no dataset's label
@@ -54,6 +58,7 @@ class SERConfig(PretrainedConfig):
     freeze_backbone: bool = False
     temperature: float = 1.0
     uncertainty_threshold: float = 0.5
+    robustness: dict | None = None
 
     def __post_init__(self, **kwargs):
         if self.id2label is not None and self.label2id is None:

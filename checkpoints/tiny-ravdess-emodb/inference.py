@@ -25,7 +25,8 @@ from .audio import DEFAULT_MAX_DURATION_S, AudioError, AudioSource, _describe, c
 from .configuration_ser import SERConfig
 from .feature_extraction_ser import SERFeatureExtractor
 from .modeling_ser import SERForSequenceClassification
-from .speech import MusicWithoutVoiceError, NoSpeechError, SpeechSegment, detect_speech
+from .quality import InputQuality, assess
+from .speech import MusicWithoutVoiceError, NoSpeechError, SpeechSegment, analyse_speech, detect_speech
 from .streaming import LiveSession, LiveUpdate
 
 
@@ -89,13 +90,15 @@ class WindowPrediction:
 @dataclass
 class Prediction:
     """The answer for one recording: calibrated probabilities, the top label, whether it is uncertain (its
-    probability below the model's `uncertainty_threshold`), and the timeline of the pieces classified."""
+    probability below the model's `uncertainty_threshold`), the timeline of the pieces classified, and (where
+    asked for) the input-quality report of `quality.py`."""
 
     label: str
     scores: dict[str, float]
     duration_s: float
     windows: list[WindowPrediction] = field(default_factory=list)
     uncertain: bool = False
+    quality: InputQuality | None = None
 
     @property
     def score(self) -> float:
@@ -295,10 +298,11 @@ class SERClassifier:
         candidate_labels: list[str] | None = None,
         max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
         name: str | None = None,
+        quality: bool = False,
     ) -> Prediction:
         """A file (or its bytes) of any length; `AudioError` (`NoSpeechError` for no speech) when it cannot be."""
         wave = self.load_audio(source, max_duration_s)
-        return self.classify(wave, candidate_labels=candidate_labels, name=name or _describe(source))
+        return self.classify(wave, candidate_labels=candidate_labels, name=name or _describe(source), quality=quality)
 
     def classify(
         self,
@@ -307,16 +311,31 @@ class SERClassifier:
         candidate_labels: list[str] | None = None,
         name: str = "audio",
         segments: list[SpeechSegment] | None = None,
+        quality: bool | InputQuality = False,
     ) -> Prediction:
-        """A waveform of any length: mono or multi-channel, at `sampling_rate` (default: the model's), resampled."""
+        """A waveform of any length: mono or multi-channel, at `sampling_rate` (default: the model's), resampled.
+        `quality=True` adds the input-quality report (SNR, bandwidth, clipping, level; for models that detect
+        speech), computed from the same speech detection."""
         if isinstance(wave, torch.Tensor):
             wave = wave.detach().cpu().numpy()
         wave = np.asarray(wave)
         if sampling_rate is not None and sampling_rate != self.sampling_rate or wave.ndim != 1 or wave.dtype != np.float32:
             wave = prepare_waveform(wave, sampling_rate or self.sampling_rate, self.sampling_rate, name=name)
-        return predict_long(
+        report = quality if isinstance(quality, InputQuality) else None
+        if quality is True and segments is None and self.speech_detection:
+            check_waveform(wave, self.sampling_rate, name=name)
+            segments, probs = analyse_speech(wave, self.sampling_rate, name)
+            report = self.assess(wave, probs)
+        prediction = predict_long(
             self.model, self.feature_extractor, wave, name=name, candidate_labels=candidate_labels, segments=segments
         )
+        prediction.quality = report
+        return prediction
+
+    def assess(self, wave: np.ndarray, probs: np.ndarray) -> InputQuality:
+        """The input-quality report of a waveform from its per-frame speech probabilities, worded with the
+        accuracy this model measured in such conditions (`robustness` in its config)."""
+        return assess(wave, probs, getattr(self.model.config, "robustness", None), self.sampling_rate)
 
     def detect_speech(self, wave: np.ndarray, name: str = "audio") -> list[SpeechSegment] | None:
         """The speech segments of a waveform at the model's rate (`NoSpeechError` if there is none); None for a
@@ -330,14 +349,17 @@ class SERClassifier:
         candidate_labels: list[str] | None = None,
         features: list[np.ndarray | None] | None = None,
         segments: list[list[SpeechSegment] | None] | None = None,
+        qualities: list[InputQuality | None] | None = None,
     ) -> list[Prediction | AudioError]:
         """Many waveforms at the model's rate: the short ones (one pass) as one padded batch, the long ones by the
         policy. Each result is a `Prediction`, or the `AudioError` that input raised (no speech, silence): one bad
         input never costs the others. `features` (`process_waveform` of the short ones) and `segments` (speech
-        detection) may come prepared, e.g. from decoder processes."""
+        detection) may come prepared, e.g. from decoder processes, and so may the input-quality reports
+        (`qualities`), which are attached to the predictions."""
         names = names or [f"audio {i}" for i in range(len(waves))]
         features = features or [None] * len(waves)
         segments = list(segments or [None] * len(waves))
+        qualities = qualities or [None] * len(waves)
         candidates = check_candidate_labels(self.labels, candidate_labels)
         results: list[Prediction | AudioError | None] = [None] * len(waves)
         short = []
@@ -353,7 +375,9 @@ class SERClassifier:
                 short.append(i)
             else:
                 try:
-                    results[i] = self.classify(wave, candidate_labels=candidates, name=names[i], segments=segments[i])
+                    results[i] = self.classify(
+                        wave, candidate_labels=candidates, name=names[i], segments=segments[i], quality=qualities[i] or False
+                    )
                 except AudioError as err:
                     results[i] = err
         for chunk in range(0, len(short), self.batch_size):
@@ -365,6 +389,7 @@ class SERClassifier:
                 scores = restrict(dict(zip(self.labels, p.tolist())), candidates)
                 windows = [WindowPrediction(0.0, duration, scores)]
                 results[i] = aggregate(windows, candidates or self.labels, duration, self.uncertainty_threshold, names[i])
+                results[i].quality = qualities[i]
         return results
 
     def new_stream(self, window_s: float = 4.0, history: int = 300, update_every_s: float = 1.0) -> LiveSession:

@@ -9,7 +9,7 @@ uncertainty flag.
     classifier = pipeline("audio-classification", model="user/ser-model", trust_remote_code=True)
     classifier("call.wav", top_k=None)                          # [{"label": ..., "score": ...}, ...]
     classifier("call.wav", candidate_labels=["angry", "happy", "neutral", "sad"])   # renormalized over these
-    classifier("call.wav", details=True)   # {"label", "score", "scores", "uncertain", "duration_s", "timeline"}
+    classifier("call.wav", details=True)   # + "uncertain", "duration_s", "timeline", "quality" (SNR, bandwidth, ...)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class SERAudioClassificationPipeline(AudioClassificationPipeline):
     """Inputs: a file path, the bytes of a file, `{"raw"|"array": samples, "sampling_rate": rate}` (any rate, mono
     or multi-channel), or a 1-D array at the model's rate. Arguments: `top_k` (the number of labels returned),
     `candidate_labels` (a subset of the model's labels; the answer is renormalized over them), `details` (a dict
-    with the timeline and the uncertainty flag instead of the list of labels). Raises `AudioError` for input that
+    with the timeline, the uncertainty flag and the input-quality report instead of the list of labels). Raises `AudioError` for input that
     is not usable audio and its subclass `NoSpeechError` for audio without speech."""
 
     # (transformers 5 returns every label when `top_k` is not given; pass `top_k=5` for the five most likely.)
@@ -51,7 +51,7 @@ class SERAudioClassificationPipeline(AudioClassificationPipeline):
             labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
             forward["candidate_labels"] = check_candidate_labels(labels, candidate_labels)
         if details is not None:
-            postprocess["details"] = bool(details)
+            postprocess["details"] = forward["quality"] = bool(details)
         return preprocess, forward, postprocess
 
     def preprocess(self, inputs: Any):
@@ -75,9 +75,10 @@ class SERAudioClassificationPipeline(AudioClassificationPipeline):
             )
         return {"ser_waveform": wave, "ser_name": name}
 
-    def _forward(self, model_inputs, candidate_labels=None):
+    def _forward(self, model_inputs, candidate_labels=None, quality=False):
         wave, name = model_inputs["ser_waveform"], model_inputs["ser_name"]
-        return {"ser_prediction": self.classifier.classify(wave, candidate_labels=candidate_labels, name=name)}
+        prediction = self.classifier.classify(wave, candidate_labels=candidate_labels, name=name, quality=quality)
+        return {"ser_prediction": prediction}
 
     def postprocess(self, model_outputs, top_k=5, function_to_apply=None, details=False):
         prediction = model_outputs["ser_prediction"]
@@ -92,6 +93,7 @@ class SERAudioClassificationPipeline(AudioClassificationPipeline):
             "uncertain": prediction.uncertain,
             "duration_s": prediction.duration_s,
             "timeline": prediction.timeline(),
+            "quality": prediction.quality.to_dict() if prediction.quality else None,
         }
 
 

@@ -1,0 +1,189 @@
+"""Robustness: the bundled model and the classical anchor on held-out speakers through real-world conditions.
+
+    python benchmarks/bench_robustness.py [--max_clips N] [--write_to_model]
+    python benchmarks/bench_robustness.py --write_to_model --reuse     # the last run's figures into the model
+
+Speakers: the bundled model's own test speakers (RAVDESS actors 01, 14, 15, 20; EmoDB speakers 14, 15; 348 clips),
+never used to train or tune it or anything here. Conditions (`training/conditions.py`): clean; telephone band at
+8 kHz through G.711 mu-law and through GSM 06.10; MP3 at 24 kbit/s and Opus at 12 kbit/s; simulated rooms with RT60
+0.3, 0.6 and 1.0 s; babble noise at 20, 10 and 5 dB SNR (six streams of real speech of speakers outside the test
+set); speech over instrumental music at 5 dB (Debian's asc-music, held out from the speech/music check; fetched by
+`bash install.sh --test`); a low level (-40 dBFS active speech level); hard clipping (4x overdrive).
+
+For each: accuracy (refused clips count as errors) and unweighted average recall of the bundled model through its
+whole policy (`SERClassifier`: speech detection included), the ratio to clean, how many clips speech detection
+refused, and the same for eGeMAPS functionals + logistic regression (C=1) trained on the clean clips of every other
+speaker of both corpora. With --write_to_model, the model's accuracy per condition family goes into its config's
+`robustness`, which the input-quality report quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from common import BUNDLED, DATA_DIR, REPO, RESULTS, save
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import recall_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from modeling import AudioError, SERClassifier, load_audio
+from modeling.speech import detector
+from training import conditions as C
+from training.args import parse_train_args
+from training.auxiliary import egemaps_functionals
+from training.data import cache_root
+from training.experiment import load_records
+
+TEST_SPEAKERS = {"ravdess:01", "ravdess:14", "ravdess:15", "ravdess:20", "emodb:14", "emodb:15"}
+MUSIC = REPO / ".cache" / "music" / "asc-music" / "files"
+
+
+def records() -> list[dict]:
+    """The bundled model's data (configs/bundled.yaml: RAVDESS + EmoDB, boredom dropped), deduplicated."""
+    flags = [str(REPO / "configs" / "bundled.yaml"), "--data_dir", str(DATA_DIR), "--emodb_dir", str(DATA_DIR.parent / "emodb16k")]
+    _, data_args, _ = parse_train_args([*flags, "--output_dir", "unused"])
+    return load_records(data_args)[0]
+
+
+def condition_functions(babble: np.ndarray, music: np.ndarray) -> dict:
+    """name -> f(wave, speech_power, seed)."""
+    return {
+        "clean": lambda w, p, s: w,
+        "telephone mu-law": lambda w, p, s: C.telephone(w, "mulaw"),
+        "telephone GSM": lambda w, p, s: C.telephone(w, "gsm"),
+        "MP3 24 kbit/s": lambda w, p, s: C.compress(w, "mp3", 24),
+        "Opus 12 kbit/s": lambda w, p, s: C.compress(w, "opus", 12),
+        "room RT60 0.3 s": lambda w, p, s: C.reverberate(w, 0.3, s),
+        "room RT60 0.6 s": lambda w, p, s: C.reverberate(w, 0.6, s),
+        "room RT60 1.0 s": lambda w, p, s: C.reverberate(w, 1.0, s),
+        "babble 20 dB": lambda w, p, s: C.add_noise(w, babble, 20, p, s),
+        "babble 10 dB": lambda w, p, s: C.add_noise(w, babble, 10, p, s),
+        "babble 5 dB": lambda w, p, s: C.add_noise(w, babble, 5, p, s),
+        "music bed 5 dB": lambda w, p, s: C.add_noise(w, music, 5, p, s),
+        "level -40 dBFS": lambda w, p, s: C.set_level(w, -40, p),
+        "clipping 4x": lambda w, p, s: C.clip(w),
+    }
+
+
+# The condition families the input-quality report names, and the benchmark rows that stand for them (the worst).
+FAMILIES = {
+    "telephone": ["telephone mu-law", "telephone GSM"],
+    "noise": ["babble 10 dB"],
+    "clipping": ["clipping 4x"],
+    "quiet": ["level -40 dBFS"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max_clips", type=int, default=None, help="every n-th test clip, for a quick run")
+    parser.add_argument("--write_to_model", action="store_true", help="store the accuracies in the model's config")
+    parser.add_argument("--reuse", action="store_true", help="with --write_to_model: the figures of the last run")
+    args = parser.parse_args()
+    if args.reuse:
+        if not args.write_to_model:
+            parser.error("--reuse only writes the last run's figures into the model: add --write_to_model")
+        write_to_model(RESULTS / "robustness.json")
+        return
+
+    every = records()
+    test = [r for r in every if r["speaker"] in TEST_SPEAKERS]
+    train = [r for r in every if r["speaker"] not in TEST_SPEAKERS]
+    if args.max_clips:
+        test = test[:: max(1, len(test) // args.max_clips)][: args.max_clips]
+    classifier = SERClassifier.from_pretrained(BUNDLED)
+    labels = classifier.labels
+    y = np.array([labels.index(r["label"]) for r in test])
+
+    features = egemaps_functionals(train, cache_root(None))
+    anchor = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    anchor.fit(np.nan_to_num(features), [labels.index(r["label"]) for r in train])
+    smile = detector().smile
+
+    rng = np.random.default_rng(0)
+    babble_clips = [load_audio(train[i]["audio"]) for i in rng.choice(len(train), 60, replace=False)]
+    babble = C.babble(babble_clips, seconds=60)
+    tracks = sorted(MUSIC.rglob("*.mp3"))
+    if not tracks:
+        raise SystemExit(f"no instrumental music in {MUSIC}: run bash install.sh --test first")
+    music = np.concatenate([load_audio(t, max_duration_s=None) for t in tracks])
+
+    clean = [load_audio(r["audio"]) for r in test]
+    powers = [C.active_speech_power(w, detector().probabilities(w)) for w in clean]
+    results = {}
+    for name, degrade in condition_functions(babble, music).items():
+        predicted, refused, anchor_x, snr, narrow, clipped = [], 0, [], [], 0, 0
+        for i, (wave, power) in enumerate(zip(clean, powers)):
+            x = degrade(wave, power, i)
+            try:
+                prediction = classifier.classify(x, name=Path(test[i]["audio"]).name, quality=True)
+                predicted.append(labels.index(prediction.label))
+                snr.append(prediction.quality.snr_db)
+                narrow += prediction.quality.narrowband
+                clipped += prediction.quality.clipping_ratio > 0.001
+            except AudioError:
+                refused += 1
+                predicted.append(-1)
+            anchor_x.append(smile.process_signal(x, 16000).iloc[0].to_numpy())
+        anchor_pred = anchor.predict(np.nan_to_num(np.array(anchor_x)))
+        predicted = np.array(predicted)
+        results[name] = {
+            "accuracy": float(np.mean(predicted == y)),
+            "uar": float(recall_score(y, predicted, labels=sorted(set(y)), average="macro", zero_division=0)),
+            "refused": refused,
+            "anchor_accuracy": float(np.mean(anchor_pred == y)),
+            "anchor_uar": float(recall_score(y, anchor_pred, labels=sorted(set(y)), average="macro", zero_division=0)),
+            "quality": {
+                "median_snr_db": float(np.median(snr)) if snr else None,
+                "narrowband": narrow,
+                "clipped": clipped,
+            },
+        }
+        print(name, json.dumps(results[name]), flush=True)
+    clean_acc, clean_anchor = results["clean"]["accuracy"], results["clean"]["anchor_accuracy"]
+    for r in results.values():
+        r["ratio_to_clean"] = round(r["accuracy"] / clean_acc, 3)
+        r["anchor_ratio_to_clean"] = round(r["anchor_accuracy"] / clean_anchor, 3)
+    worst = min((n for n in results if n != "clean"), key=lambda n: results[n]["accuracy"])
+    robustness = {"clean": round(clean_acc, 3)}
+    robustness |= {family: round(min(results[n]["accuracy"] for n in rows), 3) for family, rows in FAMILIES.items()}
+    summary = save(
+        "robustness",
+        {
+            "model": str(BUNDLED.relative_to(REPO)),
+            "test_speakers": sorted(TEST_SPEAKERS),
+            "clips": len(test),
+            "anchor": f"eGeMAPSv02 functionals + logistic regression (C=1), trained on {len(train)} clean clips of the other speakers",
+            "conditions": results,
+            "worst_condition": worst,
+            "worst_ratio_to_clean": results[worst]["ratio_to_clean"],
+            "robustness_for_the_quality_report": robustness,
+        },
+    )
+    if args.write_to_model:
+        write_to_model(summary)
+
+
+def write_to_model(summary: Path) -> None:
+    """The figures the input-quality report quotes go into the model's config, the table into its card."""
+    from modeling import SERConfig
+    from serving.files import write_json_atomic, write_text_atomic
+    from training.card import render_card
+
+    measured = json.loads(summary.read_text())
+    config = SERConfig.from_pretrained(BUNDLED)
+    config.robustness = measured["robustness_for_the_quality_report"]
+    config.save_pretrained(BUNDLED)
+    all_results = json.loads((BUNDLED / "all_results.json").read_text())
+    keep = ("command", "clips", "anchor", "conditions", "worst_condition", "worst_ratio_to_clean")
+    all_results["robustness"] = {k: measured[k] for k in keep}
+    write_json_atomic(BUNDLED / "all_results.json", all_results)
+    write_text_atomic(BUNDLED / "README.md", render_card(all_results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Real-world recording conditions applied to clean clips: telephone channels, lossy codecs, rooms, noise, music
+beds, low levels and clipping. The robustness benchmark measures the model in each, and the tests check that the
+input-quality report recognises them. All take and return float32 mono waveforms at 16 kHz; random ones take a seed.
+
+Codecs run through FFmpeg (Debian's build has libmp3lame, libopus and libgsm); rooms are simulated with
+pyroomacoustics (image source method, RT60 set by Sabine's formula).
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+
+import numpy as np
+import scipy.signal
+import soundfile as sf
+import soxr
+
+SR = 16_000
+
+
+def active_speech_power(wave: np.ndarray, probs: np.ndarray, frame: int = 512) -> float:
+    """Mean power of the frames Silero scores as speech (the whole clip if none): the level SNRs refer to, as ITU-T
+    P.56's active speech level does, so that a clip's pauses do not lower its stated SNR."""
+    usable = min(len(probs), len(wave) // frame)
+    frames = wave[: usable * frame].reshape(usable, frame).astype(np.float64)
+    speech = frames[probs[:usable] >= 0.5]
+    return float((speech if len(speech) else frames).__pow__(2).mean())
+
+
+def add_noise(wave: np.ndarray, noise: np.ndarray, snr_db: float, speech_power: float, seed: int = 0) -> np.ndarray:
+    """`noise` (looped, from a random offset) added at `snr_db` below the clip's active speech power."""
+    rng = np.random.default_rng(seed)
+    start = int(rng.integers(0, max(1, len(noise) - len(wave))))
+    bed = np.resize(np.roll(noise, -start), len(wave)).astype(np.float64)
+    gain = np.sqrt(speech_power / (np.mean(bed**2) + 1e-20) / 10 ** (snr_db / 10))
+    return (wave + gain * bed).astype(np.float32)
+
+
+def babble(clips: list[np.ndarray], seconds: float = 30.0, talkers: int = 6, seed: int = 0) -> np.ndarray:
+    """Babble noise: `talkers` streams of real speech clips laid end to end, summed (as NOISEX's babble is made)."""
+    rng = np.random.default_rng(seed)
+    total = int(seconds * SR)
+    out = np.zeros(total)
+    for _ in range(talkers):
+        stream = np.concatenate([clips[i] / (np.std(clips[i]) + 1e-9) for i in rng.permutation(len(clips))])
+        out += np.resize(stream, total)
+    return (out / np.std(out)).astype(np.float32)
+
+
+def telephone(wave: np.ndarray, codec: str = "mulaw") -> np.ndarray:
+    """A narrowband call: 300-3400 Hz, 8 kHz, through G.711 mu-law ("mulaw") or GSM 06.10 ("gsm"), back at 16 kHz."""
+    band = scipy.signal.butter(6, [300, 3400], btype="band", fs=SR, output="sos")
+    narrow = soxr.resample(scipy.signal.sosfilt(band, wave), SR, 8000)
+    encoder = {"mulaw": ["-c:a", "pcm_mulaw", "-f", "wav"], "gsm": ["-c:a", "libgsm", "-f", "gsm"]}[codec]
+    coded = ffmpeg_roundtrip(narrow.astype(np.float32), 8000, encoder)
+    back = soxr.resample(coded, 8000, SR).astype(np.float32)
+    return np.pad(back[: len(wave)], (0, max(0, len(wave) - len(back))))
+
+
+def compress(wave: np.ndarray, codec: str, kbps: int) -> np.ndarray:
+    """A lossy file: MP3 ("mp3") or Opus ("opus") at `kbps`, decoded back to 16 kHz."""
+    encoder = {"mp3": ["-c:a", "libmp3lame", "-f", "mp3"], "opus": ["-c:a", "libopus", "-f", "ogg"]}[codec]
+    return ffmpeg_roundtrip(wave, SR, [*encoder, "-b:a", f"{kbps}k"])
+
+
+def ffmpeg_roundtrip(wave: np.ndarray, rate: int, encoder: list[str]) -> np.ndarray:
+    """Encodes with FFmpeg and decodes back to float32 at `rate`, the length kept."""
+    source = io.BytesIO()
+    sf.write(source, wave, rate, format="WAV", subtype="FLOAT")
+    encoded = subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "wav", "-i", "pipe:0", "-ar", str(rate), *encoder, "pipe:1"],
+        input=source.getvalue(), capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    decoded = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-ar", str(rate), "-ac", "1", "-f", "f32le", "pipe:1"],
+        input=encoded, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    out = np.frombuffer(decoded, np.float32)
+    # Encoders add priming samples at the start; keep the clip's length, aligned by cross-correlation.
+    lag = int(np.argmax(scipy.signal.correlate(out[: len(wave) + 4096], wave, mode="valid"))) if len(out) > len(wave) else 0
+    return np.pad(out[lag : lag + len(wave)], (0, max(0, len(wave) - len(out[lag:]))))
+
+
+def reverberate(wave: np.ndarray, rt60_s: float, seed: int = 0) -> np.ndarray:
+    """The clip in a simulated shoebox room with reverberation time `rt60_s`, talker and microphone 1.5-3 m apart
+    at random places, the level kept."""
+    import pyroomacoustics as pra
+
+    rng = np.random.default_rng(seed)
+    room_dim = np.array([rng.uniform(5, 8), rng.uniform(4, 6), rng.uniform(2.6, 3.2)])
+    absorption, max_order = pra.inverse_sabine(rt60_s, room_dim)
+    room = pra.ShoeBox(room_dim, fs=SR, materials=pra.Material(absorption), max_order=min(max_order, 30))
+    source = rng.uniform([1, 1, 1.2], room_dim - [1, 1, 1.2])
+    direction = rng.normal(size=2)
+    mic = source.copy()
+    mic[:2] += direction / np.linalg.norm(direction) * rng.uniform(1.5, 3.0)
+    mic = np.clip(mic, 0.5, room_dim - 0.5)
+    room.add_source(source, signal=wave.astype(np.float64))
+    room.add_microphone(mic)
+    room.simulate()
+    out = room.mic_array.signals[0][: len(wave)]
+    return (out * np.sqrt(np.mean(wave**2) / (np.mean(out**2) + 1e-20))).astype(np.float32)
+
+
+def set_level(wave: np.ndarray, dbfs: float, speech_power: float) -> np.ndarray:
+    """The clip scaled so that its active speech level is `dbfs`."""
+    return (wave * np.sqrt(10 ** (dbfs / 10) / speech_power)).astype(np.float32)
+
+
+def clip(wave: np.ndarray, overdrive: float = 4.0) -> np.ndarray:
+    """Hard clipping: the clip amplified until its peak is `overdrive` times full scale, then cut at full scale."""
+    return np.clip(wave * overdrive / (np.abs(wave).max() + 1e-12), -1.0, 1.0).astype(np.float32)
