@@ -7,7 +7,7 @@ package and imports it, never the other way round.
 Importing the package registers the model with the Auto classes, so that saved folders also load without
 `trust_remote_code`, and marks the classes whose code `save_pretrained` writes.
 
-Runtime packages: torch, transformers, numpy, soundfile, soxr, noisereduce, silero-vad, opensmile (and torchcodec
+Runtime packages: torch, transformers, numpy, scipy, soundfile, soxr, noisereduce, silero-vad, opensmile (and torchcodec
 with FFmpeg for containers such as WebM and M4A).
 """
 

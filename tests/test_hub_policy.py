@@ -157,3 +157,15 @@ def test_a_model_saved_before_keeps_loading(tmp_path):
     clip = load_audio(REPO / "examples" / "angry_actor14.flac")
     before = SERClassifier.from_pretrained(old).classify(clip)
     assert before.scores == pytest.approx(SERClassifier.from_pretrained(BUNDLED).classify(clip).scores, abs=1e-6)
+
+
+def test_the_shipped_code_names_its_runtime_packages():
+    """transformers checks a remote module's imports before running it and names the missing ones with the pip
+    line; an import hidden in a `try` would escape that check."""
+    from transformers.dynamic_module_utils import get_imports
+
+    needed = set()
+    for path in BUNDLED.glob("*.py"):
+        needed |= set(get_imports(path))
+    assert {"torch", "transformers", "numpy", "soundfile", "soxr", "noisereduce", "silero_vad", "opensmile", "scipy"} <= needed
+    assert not needed & {"modeling", "serving", "training", "predict", "app"}

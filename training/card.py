@@ -254,7 +254,7 @@ The pipeline applies the model's inference policy: audio without speech (silence
 voice) is refused with `NoSpeechError` ("no speech found"), recordings longer than {results["preprocessing"].get("window_s", 5.0):g} s are classified by their
 speech segments, and the probabilities are calibrated. The repository carries that code (`modeling_ser.py`,
 `pipeline_ser.py` and the files they import, written by `save_pretrained`): `trust_remote_code=True` runs it on your
-machine, so read it first or pin a revision. It needs torch, transformers, numpy, soundfile, soxr, noisereduce,
+machine, so read it first or pin a revision. It needs torch, transformers, numpy, scipy, soundfile, soxr, noisereduce,
 silero-vad and opensmile (torchcodec with FFmpeg for WebM or M4A).
 
 ## Intended use and limitations
