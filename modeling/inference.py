@@ -26,7 +26,14 @@ from .configuration_ser import SERConfig
 from .feature_extraction_ser import SERFeatureExtractor
 from .modeling_ser import SERForSequenceClassification
 from .quality import InputQuality, assess
-from .speech import MusicWithoutVoiceError, NoSpeechError, SpeechSegment, analyse_speech, detect_speech
+from .speech import (
+    MusicWithoutVoiceError,
+    NoSpeechError,
+    SpeechSegment,
+    analyse_speech,
+    detect_speech,
+    speech_probabilities,
+)
 from .streaming import LiveSession, LiveUpdate
 
 
@@ -322,9 +329,12 @@ class SERClassifier:
         if sampling_rate is not None and sampling_rate != self.sampling_rate or wave.ndim != 1 or wave.dtype != np.float32:
             wave = prepare_waveform(wave, sampling_rate or self.sampling_rate, self.sampling_rate, name=name)
         report = quality if isinstance(quality, InputQuality) else None
-        if quality is True and segments is None and self.speech_detection:
+        if quality and report is None:
             check_waveform(wave, self.sampling_rate, name=name)
-            segments, probs = analyse_speech(wave, self.sampling_rate, name)
+            if segments is None and self.speech_detection:
+                segments, probs = analyse_speech(wave, self.sampling_rate, name)
+            else:  # segments given, or a model without speech detection: the report still needs Silero's frames
+                probs = speech_probabilities(wave, self.sampling_rate)
             report = self.assess(wave, probs)
         prediction = predict_long(
             self.model, self.feature_extractor, wave, name=name, candidate_labels=candidate_labels, segments=segments

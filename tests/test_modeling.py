@@ -348,6 +348,8 @@ def test_continuing_from_a_calibrated_model_trains_plain_logits(tiny_model_dir, 
 
     calibrated = SERForSequenceClassification.from_pretrained(tiny_model_dir)
     calibrated.config.temperature = 2.0
+    calibrated.config.robustness = {"clean": 0.5, "telephone": 0.2}
     calibrated.save_pretrained(tmp_path)
     model = build_model(ModelArguments(model_name_or_path=str(tmp_path)), list(TEST_LABELS))
     assert model.config.temperature == 1.0  # a new one is fitted after training
+    assert model.config.robustness is None  # the old weights' figures; the new ones are unmeasured

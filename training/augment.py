@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ class AugmentationConfig:
         )
         if self.conditions:
             text += (
-                f", simulated rooms with RT60 {self.room_rt60_min_s:g}–{self.room_rt60_max_s:g} s (p={self.p_room:g}), "
+                f", simulated rooms with target RT60 {self.room_rt60_min_s:g}–{self.room_rt60_max_s:g} s (p={self.p_room:g}), "
                 f"a telephone band (p={self.p_telephone:g}), MP3 at {self.mp3_kbps_min}–{self.mp3_kbps_max} kbit/s "
                 f"(p={self.p_mp3:g}), clipping (p={self.p_clipping:g})"
             )
@@ -91,25 +92,41 @@ class Augmenter:
             self(np.random.default_rng(index).standard_normal(sampling_rate).astype(np.float32), index, 2**31)
 
     def conditions(self) -> list:
-        """Rooms, a telephone band, MP3 and clipping: the channels of real recordings (`training/conditions.py` has
-        the benchmark's versions, with codecs; these are the field library's, cheap enough to run per clip)."""
+        """Rooms, a telephone band, MP3 and clipping: the channels of real recordings. Rooms are a bank of simulated
+        impulse responses (`training/conditions.py`, made once per recipe and seed) applied by audiomentations."""
         import audiomentations as A
 
         c = self.config
         return [
-            A.RoomSimulator(
-                min_target_rt60=c.room_rt60_min_s, max_target_rt60=c.room_rt60_max_s, calculation_mode="rt60",
-                use_ray_tracing=False, max_order=8, min_mic_distance=0.5, max_mic_distance=2.5,
-                leave_length_unchanged=True, p=c.p_room,
-            ),  # fmt: skip
+            A.ApplyImpulseResponse(ir_path=str(self.impulse_responses()), leave_length_unchanged=True, p=c.p_room),
             A.Compose(
-                [A.HighPassFilter(min_cutoff_freq=250, max_cutoff_freq=400, p=1.0),
-                 A.LowPassFilter(min_cutoff_freq=3000, max_cutoff_freq=3800, p=1.0)],
+                [A.HighPassFilter(min_cutoff_freq=250, max_cutoff_freq=400, min_rolloff=36, max_rolloff=48, p=1.0),
+                 A.LowPassFilter(min_cutoff_freq=3000, max_cutoff_freq=3800, min_rolloff=36, max_rolloff=48, p=1.0)],
                 p=c.p_telephone,
             ),  # fmt: skip
             A.Mp3Compression(min_bitrate=c.mp3_kbps_min, max_bitrate=c.mp3_kbps_max, backend="fast-mp3-augment", p=c.p_mp3),
             A.ClippingDistortion(min_percentile_threshold=0, max_percentile_threshold=20, p=c.p_clipping),
         ]
+
+    def impulse_responses(self, count: int = 24) -> Path:
+        """A folder of `count` room impulse responses with RT60 targets spread over the recipe's range."""
+        import hashlib
+        import tempfile
+
+        import soundfile as sf
+
+        from .conditions import room_impulse_response
+
+        c = self.config
+        key = hashlib.sha1(repr((c.room_rt60_min_s, c.room_rt60_max_s, count, self.seed)).encode()).hexdigest()[:12]
+        folder = Path(tempfile.gettempdir()) / f"ser-impulse-responses-{key}"
+        if not (folder / "done").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, rt60 in enumerate(np.linspace(c.room_rt60_min_s, c.room_rt60_max_s, count)):
+                rir, _ = room_impulse_response(float(rt60), seed=self.seed * 1000 + i)
+                sf.write(folder / f"room{i:02d}.wav", (rir / np.abs(rir).max()).astype(np.float32), self.sampling_rate)
+            (folder / "done").touch()
+        return folder
 
     def __call__(self, wave: np.ndarray, index: int, epoch: int) -> np.ndarray:
         """The augmented, re-normalized waveform of row `index` in `epoch` (the input is not modified)."""

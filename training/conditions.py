@@ -82,25 +82,34 @@ def ffmpeg_roundtrip(wave: np.ndarray, rate: int, encoder: list[str]) -> np.ndar
     return np.pad(out[lag : lag + len(wave)], (0, max(0, len(wave) - len(out[lag:]))))
 
 
-def reverberate(wave: np.ndarray, rt60_s: float, seed: int = 0) -> np.ndarray:
-    """The clip in a simulated shoebox room with reverberation time `rt60_s`, talker and microphone 1.5-3 m apart
-    at random places, the level kept."""
+def room_impulse_response(rt60_s: float, seed: int = 0) -> tuple[np.ndarray, float]:
+    """A simulated shoebox room's impulse response (talker and microphone 1.5-3 m apart at random places; image
+    sources for the early reflections, ray tracing for the tail, as pyroomacoustics' hybrid simulator does) and its
+    measured RT60, which Sabine's formula only approximates."""
     import pyroomacoustics as pra
 
     rng = np.random.default_rng(seed)
     room_dim = np.array([rng.uniform(5, 8), rng.uniform(4, 6), rng.uniform(2.6, 3.2)])
-    absorption, max_order = pra.inverse_sabine(rt60_s, room_dim)
-    room = pra.ShoeBox(room_dim, fs=SR, materials=pra.Material(absorption), max_order=min(max_order, 30))
+    absorption, _ = pra.inverse_sabine(rt60_s, room_dim)
+    room = pra.ShoeBox(room_dim, fs=SR, materials=pra.Material(absorption), max_order=3, ray_tracing=True, air_absorption=True)
+    room.set_ray_tracing(receiver_radius=0.5, n_rays=5000, energy_thres=1e-5)
     source = rng.uniform([1, 1, 1.2], room_dim - [1, 1, 1.2])
-    direction = rng.normal(size=2)
-    mic = source.copy()
-    mic[:2] += direction / np.linalg.norm(direction) * rng.uniform(1.5, 3.0)
-    mic = np.clip(mic, 0.5, room_dim - 0.5)
-    room.add_source(source, signal=wave.astype(np.float64))
+    for _ in range(1000):  # a direction and distance that keep the microphone 0.5 m inside the walls
+        angle, distance = rng.uniform(0, 2 * np.pi), rng.uniform(1.5, 3.0)
+        mic = source + [distance * np.cos(angle), distance * np.sin(angle), 0.0]
+        if np.all(mic > 0.5) and np.all(mic < room_dim - 0.5):
+            break
+    room.add_source(source)
     room.add_microphone(mic)
-    room.simulate()
-    out = room.mic_array.signals[0][: len(wave)]
-    return (out * np.sqrt(np.mean(wave**2) / (np.mean(out**2) + 1e-20))).astype(np.float32)
+    room.compute_rir()
+    rir = np.asarray(room.rir[0][0], dtype=np.float64)
+    return rir, float(pra.experimental.measure_rt60(rir, fs=SR))
+
+
+def reverberate(wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """The clip convolved with a room impulse response, its length and level kept."""
+    out = scipy.signal.fftconvolve(wave.astype(np.float64), rir)[: len(wave)]
+    return (out * np.sqrt(np.mean(wave.astype(np.float64) ** 2) / (np.mean(out**2) + 1e-20))).astype(np.float32)
 
 
 def set_level(wave: np.ndarray, dbfs: float, speech_power: float) -> np.ndarray:

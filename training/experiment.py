@@ -168,8 +168,10 @@ def build_model(model_args: ModelArguments, labels: list[str]) -> SERForSequence
         return SERForSequenceClassification.from_backbone(model_args.model_name_or_path, id2label=id2label, label2id=label2id, **{**HEAD_DEFAULTS, **explicit})
     if explicit:
         logger.info("continuing from %s with changed settings %s", model_args.model_name_or_path, explicit)
-    # A saved temperature calibrated the old weights; training starts from plain logits and fits a new one after.
+    # A saved temperature calibrated the old weights, and saved robustness figures measured them: training starts
+    # from plain logits and fits a new temperature after; the new weights' robustness is unmeasured until benchmarked.
     explicit["temperature"] = 1.0
+    explicit["robustness"] = None
     saved_labels = [saved.id2label[i] for i in range(saved.num_labels)]
     if saved_labels == labels:
         return SERForSequenceClassification.from_pretrained(model_args.model_name_or_path, **explicit)
