@@ -197,7 +197,7 @@ def write_to_model(summary: Path) -> None:
     config.robustness = measured["robustness_for_the_quality_report"]
     config.save_pretrained(BUNDLED)
     all_results = json.loads((BUNDLED / "all_results.json").read_text())
-    keep = ("command", "clips", "anchor", "conditions", "worst_condition", "worst_ratio_to_clean")
+    keep = ("command", "clips", "anchor", "conditions", "measured_rt60_s", "worst_condition", "worst_ratio_to_clean")
     all_results["robustness"] = {k: measured[k] for k in keep}
     write_json_atomic(BUNDLED / "all_results.json", all_results)
     write_text_atomic(BUNDLED / "README.md", render_card(all_results))

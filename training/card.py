@@ -133,9 +133,11 @@ def robustness_section(results: dict) -> str:
     if not run:
         return ""
     rows = ["| condition | accuracy | UAR | ratio to clean | refused | eGeMAPS + LR accuracy |", "|---|---|---|---|---|---|"]
+    rt60 = run.get("measured_rt60_s", {})
     for name, m in run["conditions"].items():
+        label = f"{name} (measured {rt60[name]:g} s)" if name in rt60 else name
         rows.append(
-            f"| {name} | {m['accuracy']:.3f} | {m['uar']:.3f} | {m['ratio_to_clean']:.2f} | {m['refused']}/{run['clips']} | "
+            f"| {label} | {m['accuracy']:.3f} | {m['uar']:.3f} | {m['ratio_to_clean']:.2f} | {m['refused']}/{run['clips']} | "
             f"{m['anchor_accuracy']:.3f} |"
         )
     return f"""
