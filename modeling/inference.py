@@ -321,8 +321,8 @@ class SERClassifier:
         quality: bool | InputQuality = False,
     ) -> Prediction:
         """A waveform of any length: mono or multi-channel, at `sampling_rate` (default: the model's), resampled.
-        `quality=True` adds the input-quality report (SNR, bandwidth, clipping, level; for models that detect
-        speech), computed from the same speech detection."""
+        `quality=True` adds the input-quality report (SNR, bandwidth, clipping, level), read from the same speech
+        detection (from a Silero pass of its own when segments are given or the model does not detect speech)."""
         if isinstance(wave, torch.Tensor):
             wave = wave.detach().cpu().numpy()
         wave = np.asarray(wave)
