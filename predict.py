@@ -9,8 +9,9 @@ Each file is decoded, checked for speech and denoised in a worker process (`--wo
 memory limit (`--worker_memory_gb`) and a time limit (`--file_timeout_s`): a file that crashes, hangs or exhausts
 a decoder gets an error row and the run goes on. Files are sorted by length and batched with others of similar
 length; files longer than the model's window (`window_s` in its preprocessor config) are classified by their
-speech segments, exactly as the pipeline and the demo do (all go through `SERClassifier`). Under `torchrun` or `accelerate launch` the files are split
-across the processes (one per GPU, or CPU processes), which append to the same CSV.
+speech segments, exactly as the pipeline and the demo do (all go through `SERClassifier`). Under `torchrun` or
+`accelerate launch` the files are split across the processes (one per GPU, or CPU processes), which append to the
+same CSV.
 
 Columns: path, label, score, uncertain (true when the score is below the model's `uncertainty_threshold`, 0.5
 unless its config says otherwise), one probability per label of the model (its `id2label`; with --labels, only

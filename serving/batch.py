@@ -2,8 +2,9 @@
 
 Decoders are native code (libsndfile, FFmpeg, soxr): a damaged file can crash, hang or exhaust memory in
 them. Each file is therefore decoded, checked for speech and denoised in a worker process with its own
-address-space limit and a time limit (so speech detection also runs beside the model, not before it); a worker that dies, hangs or runs out of memory costs only the file it was on, which gets an
-error row, and a new worker takes over. Results are appended to the CSV (under a lock, so that several
+address-space limit and a time limit (so speech detection also runs beside the model, not before it); a worker
+that dies, hangs or runs out of memory costs only the file it was on, which gets an error row, and a new worker
+takes over. Results are appended to the CSV (under a lock, so that several
 processes of one `torchrun` or `accelerate launch` run share one file) and flushed as they are done: a
 killed run loses only the files in flight, and a later run skips the files already in the CSV.
 """

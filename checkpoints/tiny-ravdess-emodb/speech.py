@@ -13,9 +13,8 @@ One Silero pass gives a speech probability per 32 ms frame; everything below is 
   have no segment above 0.5 and their highest frame is 0.21-0.35, while white or pink noise, tones, DC offsets,
   sweeps and clicks stay below 0.08. Such audio is classified whole.
 Audio up to `STREAM_S` + `WARMUP_S` (34 s) is one stream, as Silero is meant to be run. Longer audio is cut into
-streams of `STREAM_S`,
-each started `WARMUP_S` early so that its recurrent state has settled, and the streams run side by side as one
-batch: ten times faster than frame after frame, with each sample still seen once.
+streams of `STREAM_S`, each started `WARMUP_S` early so that its recurrent state has settled, and the streams run
+side by side as one batch: ten times faster than frame after frame, with each sample still seen once.
 
 Music without a voice: Silero often takes instruments for voice, so each segment (or, when speech is present but not
 delimited, the whole audio) also goes through a speech/music check on pieces of 2-4 s: a logistic regression over
