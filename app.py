@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_MODEL = str(HERE / "checkpoints" / "tiny-ravdess-emodb")
+DEFAULT_MODEL = str(HERE / "checkpoints" / "ge2e-ravdess-emodb")
 
 
 @dataclass
@@ -55,7 +55,10 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from modeling import AudioError, speech  # noqa: E402
+from modeling.profile import ProfileError, SpeakerProfile  # noqa: E402
 from serving.loading import ModelError, load_classifier, resolve_model_path  # noqa: E402
 from serving.sessions import LiveSessions  # noqa: E402
 
@@ -120,24 +123,81 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
         initializer=speech.warm_up if classifier.speech_detection else None,
     )
 
-    async def predict(audio_path: str | None):
-        return await asyncio.get_running_loop().run_in_executor(workers, classify, audio_path)
+    async def predict(audio_path: str | None, voice: dict | None = None):
+        return await asyncio.get_running_loop().run_in_executor(workers, classify, audio_path, voice)
 
-    def classify(audio_path: str | None):
+    def classify(audio_path: str | None, voice: dict | None = None):
         if not audio_path:
             raise gr.Error("No audio received: record something or upload a file first.")
         try:
-            # The model's one policy: speech check, then one pass or speech segments.
+            # The model's one policy: speech check, then one pass or speech segments; relative to the voice
+            # profile when the user made one.
             result = classifier.classify_file(
-                audio_path, max_duration_s=limits.max_duration_s, name=Path(audio_path).name, quality=True
-            )
-        except AudioError as err:
+                audio_path, max_duration_s=limits.max_duration_s, name=Path(audio_path).name, quality=True,
+                profile=voice_profile(voice),
+            )  # fmt: skip
+        except (AudioError, ProfileError) as err:
             raise gr.Error(str(err)) from None
         timeline = None
         if len(result.windows) > 1:
             timeline = timeline_frame([((w["start_s"] + w["end_s"]) / 2, w["scores"]) for w in result.timeline()])
-        note = confidence_note(result) + quality_note(result.quality)
+        note = confidence_note(result) + quality_note(result.quality) + adaptation_note(result.adaptation)
         return result.scores, gr.LinePlot(value=timeline, visible=timeline is not None), note
+
+    # "Adapt to this voice": each browser session's state (on the server) keeps the features of the reference clips
+    # it gave, not the audio; the profile is made of them while there are enough.
+    adapts = classifier.adapts_to_speakers
+    min_clips = classifier.model.config.profile_min_clips if adapts else 0
+
+    def voice_profile(voice: dict | None) -> SpeakerProfile | None:
+        if not voice or len(voice["features"]) < min_clips:
+            return None
+        return SpeakerProfile.from_features(classifier.model, np.asarray(voice["features"]), voice["seconds"], voice["names"])
+
+    def voice_status(voice: dict | None) -> str:
+        if not voice or not voice["features"]:
+            return "**Voice profile: none.** Predictions are for an average speaker."
+        profile = voice_profile(voice)
+        if profile is None:
+            return (
+                f"**Voice profile: {len(voice['features'])} clip so far** (from {', '.join(voice['names'])}); add at "
+                f"least {min_clips - len(voice['features'])} more before it is used."
+            )
+        if profile.weight(classifier.model.config) == 0:
+            return (
+                f"**Voice profile: {profile.num_clips} clips, too few to act yet**: it needs more than "
+                f"{classifier.model.config.profile_offset_clips:g} clips in varied moods. Add more."
+            )
+        return (
+            f"**Adapted to this voice**: {profile.num_clips} clips or speech segments, {profile.seconds:.0f} s "
+            f"(weight {profile.weight(classifier.model.config):.2f}; more clips in more moods weigh more). Uploads "
+            "and the live tab use it until you reset it."
+        )
+
+    async def add_reference(audio_path: str | None, voice: dict | None):
+        return await asyncio.get_running_loop().run_in_executor(workers, add_reference_sync, audio_path, voice)
+
+    def add_reference_sync(audio_path: str | None, voice: dict | None):
+        if not audio_path:
+            raise gr.Error("No audio received: record or upload a sentence of this voice first.")
+        try:
+            wave = classifier.load_audio(audio_path, max_duration_s=limits.max_duration_s)
+            features, seconds = classifier.reference_features([wave], [Path(audio_path).name])
+        except (AudioError, ProfileError) as err:
+            raise gr.Error(str(err)) from None
+        voice = voice or {"features": [], "seconds": 0.0, "names": []}
+        voice = {
+            "features": voice["features"] + features.tolist(),
+            "seconds": voice["seconds"] + seconds,
+            "names": voice["names"] + [f"clip {len(voice['names']) + 1}"],
+        }
+        return voice, voice_status(voice), None
+
+    def reset_voice():
+        return None, voice_status(None)
+
+    def adaptation_note(adaptation: str | None) -> str:
+        return f"\n\n**Speaker adaptation**: {adaptation}." if adaptation else ""
 
     def quality_note(quality) -> str:
         """What the input sounds like, and a warning when it lies outside what the model was trained on."""
@@ -167,16 +227,19 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
 
     live_sessions = LiveSessions(window_s=LIVE_WINDOW_S, history=LIVE_HISTORY)
 
-    async def live(chunk, request: gr.Request):
-        return await asyncio.get_running_loop().run_in_executor(workers, live_classify, chunk, request.session_hash)
+    async def live(chunk, voice: dict | None, request: gr.Request):
+        return await asyncio.get_running_loop().run_in_executor(workers, live_classify, chunk, request.session_hash, voice)
 
-    def live_classify(chunk, key: str):
+    def live_classify(chunk, key: str, voice: dict | None = None):
         if chunk is None:
             return gr.skip(), gr.skip(), gr.skip()
         sampling_rate, samples = chunk
-        update = classifier.stream(live_sessions.get(key), sampling_rate, samples)
+        profile = voice_profile(voice)
+        update = classifier.stream(live_sessions.get(key), sampling_rate, samples, profile=profile)
         frame = timeline_frame(update.timeline)
-        return update.scores, gr.LinePlot(value=frame, visible=frame is not None), update.status
+        adapted = profile is not None and profile.weight(classifier.model.config) > 0
+        status = update.status + (" (adapted to your voice)" if adapted and update.scores else "")
+        return update.scores, gr.LinePlot(value=frame, visible=frame is not None), status
 
     def live_start(request: gr.Request):
         live_sessions.reset(request.session_hash)  # a new recording starts a new timeline
@@ -191,6 +254,8 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
             "Trained on acted speech (the model card names the corpora and their licences): expect errors on "
             "everyday speech. Not for decisions about people."
         )
+        voice = gr.State(None)  # this browser session's reference clips (features only)
+        voice_indicator = gr.Markdown(voice_status(None) if adapts else "", elem_id="voice-status")
         with gr.Tab("Record or upload"):
             with gr.Row():
                 with gr.Column():
@@ -204,6 +269,19 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
                     )
             if EXAMPLES:
                 gr.Examples(examples=EXAMPLES, inputs=audio, label="Examples (RAVDESS actors 14 and 15, not in the bundled model's training data)")
+        with gr.Tab("Adapt to this voice", visible=adapts):
+            gr.Markdown(
+                f"Record or upload a few sentences of one voice, in any mood, and add each to the profile (at least "
+                f"{min_clips}; ten or more in several moods work best). From then on, uploads and the live tab judge "
+                "that voice relative to itself: a naturally loud or high voice is no longer read as angry or fearful. "
+                "The profile belongs to this browser session: the server keeps the clips' features, not the audio, "
+                "until you reset it or the session ends. A few clips of a single mood leave the answer as it is."
+            )
+            with gr.Row():
+                reference = gr.Audio(sources=["microphone", "upload"], type="filepath", label="A sentence of this voice")
+                with gr.Column():
+                    add = gr.Button("Add to voice profile", variant="primary")
+                    reset = gr.Button("Reset voice profile")
         with gr.Tab("Live"):
             gr.Markdown(
                 f"Press record and speak: the emotion of the last {LIVE_WINDOW_S:g} s updates about once a second, "
@@ -223,11 +301,14 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
             # One chunk at a time, in order, none dropped: each call appends about 0.1 s of audio (cheap), and only
             # one a second classifies.
             microphone.stream(
-                live, inputs=microphone, outputs=[live_label, live_timeline, live_status], stream_every=0.5,
+                live, inputs=[microphone, voice], outputs=[live_label, live_timeline, live_status], stream_every=0.5,
                 time_limit=LIVE_TIME_LIMIT_S, trigger_mode="multiple", concurrency_limit=1, concurrency_id="live",
                 api_name="live",
             )  # fmt: skip
-        submit.click(predict, inputs=audio, outputs=[label, timeline, note], api_name="predict")
+        submit.click(predict, inputs=[audio, voice], outputs=[label, timeline, note], api_name="predict")
+        # Session state only: no use as API endpoints.
+        add.click(add_reference, inputs=[reference, voice], outputs=[voice, voice_indicator, reference], api_visibility="private")
+        reset.click(reset_voice, outputs=[voice, voice_indicator], api_visibility="private")
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     demo.max_upload_size = limits.max_file_size
     return demo

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate a saved model on any data source, with the metrics train.py reports.
 
-    python evaluate.py --model_name_or_path checkpoints/tiny-ravdess-emodb --emodb_dir ../shared/data/emodb16k \\
+    python evaluate.py --model_name_or_path checkpoints/ge2e-ravdess-emodb --emodb_dir ../shared/data/emodb16k \\
         --label_map '{"boredom": null}' --output_dir runs/eval-emodb
     python evaluate.py --model_name_or_path runs/tiny --data_dir ../shared/data/ravdess16k --part test --seed 42
 

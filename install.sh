@@ -29,6 +29,10 @@ fi
 requirements=(-r requirements.txt)
 [ "${1:-}" = "--test" ] && requirements+=(-r requirements-test.txt)
 python -m pip install -q --disable-pip-version-check "${requirements[@]}"
+# Resemblyzer carries the pretrained GE2E speaker encoder that training converts into the model (Apache-2.0). Its
+# own dependency webrtcvad imports pkg_resources, which current setuptools no longer has: webrtcvad-wheels provides
+# the same module, so Resemblyzer is installed without its pinned dependencies (the rest are in requirements.txt).
+python -m pip install -q --disable-pip-version-check --no-deps resemblyzer==0.1.4 webrtcvad-wheels==2.0.14.post1
 # The packages themselves, editable: `import modeling` works from any folder, and edits here take effect. Built
 # without isolation (offline-friendly), so the build backend pyproject.toml names comes from this environment: a new
 # virtual environment's own setuptools can be too old to build an editable wheel.

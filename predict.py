@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Classify many audio files: folders are searched recursively, results go to one CSV.
 
-    python predict.py clips/ more.wav --model checkpoints/tiny-ravdess-emodb --out results.csv --batch_size 16
+    python predict.py clips/ more.wav --model checkpoints/ge2e-ravdess-emodb --out results.csv --batch_size 16
+    python predict.py speakers/ --speaker_from folder --out results.csv   # each folder one voice, adapted to it
     torchrun --nproc_per_node 2 predict.py clips/ --out results.csv            # 2 processes (CPU or GPUs)
     accelerate launch --multi_gpu --num_processes 2 predict.py clips/ --out results.csv
 
@@ -17,7 +18,15 @@ Columns: path, label, score, uncertain (true when the score is below the model's
 unless its config says otherwise), one probability per label of the model (its `id2label`; with --labels, only
 those, renormalized over them), duration_s, the input-quality report of the speech (snr_db, bandwidth_hz,
 clipping_ratio, level_dbfs, and quality_note when the input lies outside the conditions the model was trained and
-measured on: telephone band, noise, clipping, a very low level), error.
+measured on: telephone band, noise, clipping, a very low level), speaker, adapted, profile_clips, adaptation,
+error.
+
+Speaker adaptation (models trained with it): with `--speaker_from folder` (each file's parent folder is one
+speaker) or `--speaker_from speakers.csv` (columns path,speaker; paths relative to the CSV), the files of a speaker
+are classified together, relative to a profile of all of that speaker's files (`adapted` true, `profile_clips` the
+clips or speech segments it holds; a profile of too few varied clips to act leaves `adapted` false); a speaker
+with a single short file is classified without one. A long recording
+without a speaker adapts to its own speech segments unless `--no_self_adapt`; `adaptation` says which was used.
 Rows are appended as files are done, so a killed run loses only the files in flight, and a later run with the
 same --out skips the files already in the CSV (--retry_errors tries the failed ones again). --timeline adds a JSON
 line per classified piece of each file: its speech segments (long files) or the whole file (one window or less).
@@ -40,13 +49,16 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
+import csv
+
 from modeling import Prediction, SERClassifier
 from modeling.audio import AUDIO_EXTENSIONS
 from modeling.inference import check_candidate_labels
+from modeling.profile import ProfileError
 from serving.batch import Decoded, DecoderPool, ResultsCSV, TimelineJSONL
 from serving.loading import ModelError, load_classifier, resolve_model_path
 
-DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "tiny-ravdess-emodb")
+DEFAULT_MODEL = str(Path(__file__).resolve().parent / "checkpoints" / "ge2e-ravdess-emodb")
 
 
 # The input-quality report (modeling/quality.py): estimated SNR, effective bandwidth, clipping and level of the
@@ -56,7 +68,39 @@ QUALITY_COLUMNS = ["snr_db", "bandwidth_hz", "clipping_ratio", "level_dbfs", "qu
 
 def columns(labels: list[str]) -> list[str]:
     """The CSV header: one probability column per label of the model, in its `id2label` order."""
-    return ["path", "label", "score", "uncertain", *labels, "duration_s", *QUALITY_COLUMNS, "error"]
+    return ["path", "label", "score", "uncertain", *labels, "duration_s", *QUALITY_COLUMNS, *ADAPTATION_COLUMNS, "error"]
+
+
+# Speaker adaptation: the speaker a file was grouped under, whether it was classified relative to a speaker profile,
+# how many clips (or speech segments) that profile holds, and which profile (a speaker's files, or the recording's own).
+ADAPTATION_COLUMNS = ["speaker", "adapted", "profile_clips", "adaptation"]
+
+
+def assign_speakers(files: list[str], speaker_from: str | None) -> dict[str, str]:
+    """The speaker of each file: its parent folder (`folder`), or the `speaker` column of a CSV of path,speaker
+    (paths relative to the CSV). Files without one are left out."""
+    if not speaker_from:
+        return {}
+    if speaker_from == "folder":
+        return {f: str(Path(f).resolve().parent) for f in files}
+    table = Path(speaker_from)
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError) as err:
+        raise SystemExit(f"predict.py: --speaker_from {speaker_from}: {err}") from None
+    if not rows or not {"path", "speaker"} <= set(rows[0]):
+        raise SystemExit(f"predict.py: --speaker_from {speaker_from} needs the columns path,speaker")
+    by_path = {str((table.parent / r["path"]).resolve()): r["speaker"] for r in rows if r.get("path") and r.get("speaker")}
+    speakers = {f: by_path[str(Path(f).resolve())] for f in files if str(Path(f).resolve()) in by_path}
+    if not speakers:
+        raise SystemExit(
+            f"predict.py: --speaker_from {speaker_from}: none of its paths is one of the files given (paths are "
+            "relative to the CSV's folder)"
+        )
+    if len(speakers) < len(files):
+        print(f"{len(files) - len(speakers)} files are not in {speaker_from}: classified without a speaker", file=sys.stderr)
+    return speakers
 
 
 def find_audio(paths: list[str]) -> tuple[list[str], int]:
@@ -84,7 +128,10 @@ def header_duration(path: str) -> float:
         return 0.0
 
 
-def result_row(path: str, prediction: Prediction) -> dict:
+def result_row(path: str, prediction: Prediction, speaker: str = "", profile_clips: int = 0) -> dict:
+    adapted = prediction.adaptation_weight > 0  # a profile too small to act leaves the answer unadapted
+    if prediction.adaptation is not None and not profile_clips:  # the recording's own pieces
+        profile_clips = len(prediction.timeline())
     return {
         "path": path,
         "label": prediction.label,
@@ -93,6 +140,10 @@ def result_row(path: str, prediction: Prediction) -> dict:
         **{name: f"{p:.6f}" for name, p in prediction.scores.items()},
         "duration_s": f"{prediction.duration_s:.3f}",
         **quality_cells(prediction.quality),
+        "speaker": speaker,
+        "adapted": str(adapted).lower(),
+        "profile_clips": str(profile_clips if adapted else 0),
+        "adaptation": prediction.adaptation or "",
         "error": "",
     }
 
@@ -109,8 +160,8 @@ def quality_cells(quality) -> dict:
     }
 
 
-def error_row(path: str, error: str) -> dict:
-    return {"path": path, "error": error}  # the other columns are written empty
+def error_row(path: str, error: str, speaker: str = "") -> dict:
+    return {"path": path, "speaker": speaker, "error": error}  # the other columns are written empty
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -134,45 +185,91 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--labels", default=None, help="comma-separated subset of the model's labels: answers renormalized over them"
     )
+    parser.add_argument(
+        "--speaker_from",
+        default=None,
+        help="'folder' (each parent folder is one speaker) or a CSV of path,speaker: adapt to each speaker's files",
+    )
+    parser.add_argument(
+        "--no_self_adapt", action="store_true", help="do not adapt a long recording to its own speech segments"
+    )
     return parser.parse_args(argv)
 
 
-def classify(classifier: SERClassifier, decoded, store: ResultsCSV, batch_size: int, progress, timeline=None, labels=None) -> None:
+def classify(
+    classifier: SERClassifier,
+    decoded,
+    store: ResultsCSV,
+    batch_size: int,
+    progress,
+    timeline=None,
+    labels=None,
+    self_adapt: bool = True,
+) -> None:
     """Classifies files as their workers deliver them: short ones `batch_size` at a time, long ones (and errors)
     at once, so that no more than a batch of short clips waits in memory. Rows reach the CSV after each batch, and
     the timeline lines of a file before its row."""
-
-    def run(items: list[Decoded]) -> None:
-        ready = [d for d in items if d.error is None]
-        results = classifier.classify_batch(
-            [d.wave for d in ready], [os.path.basename(d.path) for d in ready], labels,
-            features=[d.features for d in ready], segments=[d.segments for d in ready],
-            qualities=[d.quality for d in ready],
-        )  # fmt: skip
-        by_path = dict(zip((d.path for d in ready), results))
-        rows = []
-        for d in items:
-            result = by_path.get(d.path, d.error)
-            if isinstance(result, Prediction):
-                if timeline:
-                    timeline.append(d.path, result.timeline())
-                rows.append(result_row(d.path, result))
-            else:
-                rows.append(error_row(d.path, str(result)))
-        store.append(rows)
-        progress.update(len(items))
-
     batch: list[Decoded] = []
     for item in decoded:
         if item.features is None:  # a long file or an error
-            run([item])
+            classify_group(classifier, [item], store, progress, timeline, labels, self_adapt=self_adapt)
             continue
         batch.append(item)
         if len(batch) == batch_size:
-            run(batch)
+            classify_group(classifier, batch, store, progress, timeline, labels, self_adapt=self_adapt)
             batch = []
     if batch:
-        run(batch)
+        classify_group(classifier, batch, store, progress, timeline, labels, self_adapt=self_adapt)
+
+
+def classify_group(
+    classifier: SERClassifier, items: list[Decoded], store: ResultsCSV, progress, timeline=None, labels=None,
+    speaker: str = "", profile=None, self_adapt: bool = True,
+) -> None:  # fmt: skip
+    """Classifies decoded files together (relative to `profile` when given) and appends their rows."""
+    ready = [d for d in items if d.error is None]
+    results = classifier.classify_batch(
+        [d.wave for d in ready], [os.path.basename(d.path) for d in ready], labels,
+        features=[d.features for d in ready], segments=[d.segments for d in ready],
+        qualities=[d.quality for d in ready], profile=profile, self_adapt=self_adapt,
+    )  # fmt: skip
+    by_path = dict(zip((d.path for d in ready), results))
+    rows = []
+    for d in items:
+        result = by_path.get(d.path, d.error)
+        if isinstance(result, Prediction):
+            if timeline:
+                timeline.append(d.path, result.timeline())
+            rows.append(result_row(d.path, result, speaker, profile.num_clips if profile is not None else 0))
+        else:
+            rows.append(error_row(d.path, str(result), speaker))
+    store.append(rows)
+    progress.update(len(items))
+
+
+def classify_speakers(
+    classifier: SERClassifier, pool: DecoderPool, groups: dict[str, list[str]], done: set[str], store: ResultsCSV,
+    progress, timeline=None, labels=None, self_adapt: bool = True,
+) -> None:  # fmt: skip
+    """Each speaker's files decoded together, a profile built from all of them (those a resumed run already
+    classified too, so that every file of a speaker gets the same profile), then the files not yet done classified
+    relative to it. A speaker whose files give too few clips for a profile is classified without one. A speaker's
+    decoded files are held in memory together."""
+    for speaker, paths in groups.items():
+        if all(p in done for p in paths):
+            continue
+        items = list(pool.map(paths))
+        ready = [d for d in items if d.error is None]
+        profile = None
+        if ready and classifier.adapts_to_speakers:
+            try:
+                profile = classifier.build_profile(
+                    [d.wave for d in ready], [os.path.basename(d.path) for d in ready], segments=[d.segments for d in ready]
+                )
+            except ProfileError as err:
+                print(f"speaker {speaker}: not adapted ({err})", file=sys.stderr)
+        todo = [d for d in items if d.path not in done]
+        classify_group(classifier, todo, store, progress, timeline, labels, speaker, profile, self_adapt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         labels = check_candidate_labels(classifier.labels, args.labels) or classifier.labels
     except (ModelError, ValueError) as err:
         raise SystemExit(f"predict.py: {err}") from None
+    speakers = assign_speakers(files, args.speaker_from)
+    if args.speaker_from and not classifier.adapts_to_speakers:
+        raise SystemExit(f"predict.py: {args.model} was trained without speaker adaptation: --speaker_from needs a model that has it")
     header = columns(labels)
     if len(set(header)) != len(header):
         raise SystemExit(f"{args.model}: a label is named like a CSV column ({labels}); rename it in the model's config")
@@ -222,14 +322,21 @@ def main(argv: list[str] | None = None) -> int:
             if state.is_main_process and timeline:
                 timeline.repair(set(done))
         # The first process sorts the files by length and hands the list to the others, which take every n-th
-        # file: shares of similar length, and the same list everywhere even if a header read fails in one.
+        # file (every n-th speaker with --speaker_from): shares of similar length, and the same list everywhere even
+        # if a header read fails in one.
         if state.is_main_process:
             files.sort(key=lambda p: (header_duration(p), p))
         if state.num_processes > 1:
             shared = [files]
             broadcast_object_list(shared)
             files = shared[0]
-        todo = [p for p in files[state.process_index :: state.num_processes] if p not in done]
+        if speakers:
+            order = list(dict.fromkeys(speakers.get(p, p) for p in files))
+            mine = set(order[state.process_index :: state.num_processes])
+            my_files = [p for p in files if speakers.get(p, p) in mine]
+            todo = [p for p in my_files if p not in done]
+        else:
+            todo = [p for p in files[state.process_index :: state.num_processes] if p not in done]
         if state.is_main_process and done:
             failed = sum(1 for p in files if done.get(p))
             print(
@@ -238,7 +345,16 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         progress = tqdm(total=len(todo), unit="file", desc="Classifying", disable=not state.is_local_main_process)
-        classify(classifier, pool.map(todo), store, args.batch_size, progress, timeline, args.labels and labels)
+        if speakers:
+            groups: dict[str, list[str]] = {}
+            for path in my_files:
+                groups.setdefault(speakers.get(path, ""), []).append(path)
+            alone = [p for p in groups.pop("", []) if p not in done]  # files without a speaker
+            classify_speakers(
+                classifier, pool, groups, set(done), store, progress, timeline, args.labels and labels, not args.no_self_adapt
+            )
+            todo = alone
+        classify(classifier, pool.map(todo), store, args.batch_size, progress, timeline, args.labels and labels, not args.no_self_adapt)
         progress.close()
 
     state.wait_for_everyone()

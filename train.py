@@ -2,7 +2,7 @@
 """Train a speech emotion recognition model with `Trainer` (runs under `accelerate launch` too).
 
     python train.py configs/tiny.yaml --output_dir runs/tiny                          # RAVDESS, actor-disjoint split
-    python train.py configs/bundled.yaml --output_dir checkpoints/tiny-ravdess-emodb  # the bundled model
+    python train.py configs/bundled.yaml --output_dir checkpoints/ge2e-ravdess-emodb  # the bundled model
     python train.py configs/tiny.yaml --emodb_dir ../shared/data/emodb16k --label_map '{"boredom": null}'
     python train.py configs/bundled.yaml --test_corpus emodb                          # leave one corpus out
     python train.py configs/tiny.yaml --split kfold --folds 5                         # leave-speakers-out CV

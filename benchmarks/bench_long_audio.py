@@ -1,6 +1,6 @@
 """Long audio through `predict_long`: peak memory and time for 1, 10 and 60 minutes.
 
-    python benchmarks/bench_long_audio.py [--minutes 1 10 60] [--model checkpoints/tiny-ravdess-emodb]
+    python benchmarks/bench_long_audio.py [--minutes 1 10 60] [--model checkpoints/ge2e-ravdess-emodb]
 
 Each length runs in a fresh process (peak RSS is per process), on a FLAC file made of real RAVDESS clips
 concatenated, decoded from disk as a user's file would be.

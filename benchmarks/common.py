@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA_DIR = Path(os.environ.get("SER_DATA_DIR", REPO.parent / "shared" / "data" / "ravdess16k"))
-BUNDLED = REPO / "checkpoints" / "tiny-ravdess-emodb"
+BUNDLED = REPO / "checkpoints" / "ge2e-ravdess-emodb"
 
 # wav2vec2-base's size (Wav2Vec2Config() defaults: hidden 768, 12 layers, group-norm feature encoder).
 BASE_BACKBONE = {"model_type": "wav2vec2"}

@@ -7,8 +7,8 @@ package and imports it, never the other way round.
 Importing the package registers the model with the Auto classes, so that saved folders also load without
 `trust_remote_code`, and marks the classes whose code `save_pretrained` writes.
 
-Runtime packages: torch, transformers, numpy, scipy, soundfile, soxr, noisereduce, silero-vad, opensmile (and torchcodec
-with FFmpeg for containers such as WebM and M4A).
+Runtime packages: torch, transformers, numpy, scipy, soundfile, soxr, noisereduce, librosa (the GE2E backbone's mel
+filters), silero-vad, opensmile (and torchcodec with FFmpeg for containers such as WebM and M4A).
 """
 
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
@@ -19,6 +19,7 @@ from .feature_extraction_ser import SERFeatureExtractor
 from .inference import LongPrediction, Prediction, SERClassifier, WindowPrediction, predict_long, predict_proba
 from .modeling_ser import SERForSequenceClassification, SERModel, SERPreTrainedModel
 from .pipeline_ser import SERAudioClassificationPipeline
+from .profile import ProfileError, SpeakerProfile
 from .speech import MusicWithoutVoiceError, NoSpeechError
 
 AutoConfig.register(SERConfig.model_type, SERConfig, exist_ok=True)
@@ -37,6 +38,7 @@ __all__ = [
     "MusicWithoutVoiceError",
     "NoSpeechError",
     "Prediction",
+    "ProfileError",
     "SERAudioClassificationPipeline",
     "SERClassifier",
     "SERConfig",
@@ -44,6 +46,7 @@ __all__ = [
     "SERForSequenceClassification",
     "SERModel",
     "SERPreTrainedModel",
+    "SpeakerProfile",
     "WindowPrediction",
     "load_audio",
     "predict_long",

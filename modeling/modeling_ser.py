@@ -1,4 +1,5 @@
-"""Speech emotion recognition: a Wav2Vec2-family backbone, masked mean pooling and an MLP head."""
+"""Speech emotion recognition: a Wav2Vec2-family (or GE2E) backbone, masked pooling and an MLP head, optionally
+relative to a speaker profile."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_ser import SERConfig
+from .voice_encoder import GE2EConfig, GE2EModel
+
+AutoModel.register(GE2EConfig, GE2EModel, exist_ok=True)
 
 # The pipeline that carries this model's inference policy (speech detection, speech segments, calibration): written
 # into config.json's `custom_pipelines` on save, with its code, so that `pipeline("audio-classification", model=...,
@@ -34,6 +38,13 @@ def masked_mean(hidden_states: torch.Tensor, frame_mask: torch.Tensor | None) ->
         mask = mask.unsqueeze(1)  # broadcast over the layer axis
     total = (hidden_states * mask.unsqueeze(-1)).sum(dim=-2)
     return total / mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+
+
+def masked_mean_std(hidden_states: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+    """Statistics pooling: mean and standard deviation over the non-padding frames, concatenated on the last axis."""
+    mean = masked_mean(hidden_states, frame_mask)
+    variance = masked_mean((hidden_states - mean.unsqueeze(-2)).pow(2), frame_mask)
+    return torch.cat([mean, variance.clamp(min=0.0).sqrt()], dim=-1)
 
 
 class SERPreTrainedModel(PreTrainedModel):
@@ -70,8 +81,12 @@ class SERPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=0.02)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, SERForSequenceClassification) and module.layer_weights is not None:
-            init.constant_(module.layer_weights, 1.0 / module.layer_weights.numel())
+        elif isinstance(module, SERForSequenceClassification):
+            if module.layer_weights is not None:
+                init.constant_(module.layer_weights, 1.0 / module.layer_weights.numel())
+            if module.config.speaker_adaptation:
+                init.zeros_(module.population_mean)
+                init.ones_(module.population_std)
 
 
 class SERForSequenceClassification(SERPreTrainedModel):
@@ -89,8 +104,12 @@ class SERForSequenceClassification(SERPreTrainedModel):
         super().__init__(config)
         self.backbone = AutoModel.from_config(config.backbone_config)
         self.layer_weights = nn.Parameter(torch.empty(config.num_pooled_layers)) if config.pooling == "weighted_mean" else None
+        if config.speaker_adaptation:
+            # Set from the training data (`set_population`); saved with the weights.
+            self.register_buffer("population_mean", torch.zeros(config.pooled_size))
+            self.register_buffer("population_std", torch.ones(config.pooled_size))
         self.head = nn.Sequential(
-            nn.Linear(config.hidden_size, config.head_hidden_size),
+            nn.Linear(config.pooled_size, config.head_hidden_size),
             nn.ReLU(),
             nn.Dropout(config.head_dropout),
             nn.Linear(config.head_hidden_size, config.num_labels),
@@ -119,7 +138,7 @@ class SERForSequenceClassification(SERPreTrainedModel):
 
     def apply_freezing(self) -> None:
         """Applies `config.freeze_feature_encoder` and `config.freeze_backbone` to `requires_grad`."""
-        if self.config.freeze_feature_encoder:
+        if self.config.freeze_feature_encoder and hasattr(self.backbone, "feature_extractor"):
             self.backbone.feature_extractor._freeze_parameters()
         if self.config.freeze_backbone:
             self.backbone.requires_grad_(False)
@@ -151,7 +170,8 @@ class SERForSequenceClassification(SERPreTrainedModel):
             **{**kwargs, "output_hidden_states": weighted or self._wants_hidden_states(kwargs), "return_dict": True},
         )
         hidden = torch.stack(outputs.hidden_states, dim=1) if weighted else outputs.last_hidden_state.unsqueeze(1)
-        return masked_mean(hidden, self._frame_mask(hidden.shape[-2], attention_mask)), outputs
+        pool = masked_mean_std if self.config.pooling == "mean_std" else masked_mean
+        return pool(hidden, self._frame_mask(hidden.shape[-2], attention_mask)), outputs
 
     def _wants_hidden_states(self, kwargs: dict) -> bool:
         """The caller's `output_hidden_states`, else the config's, as in transformers."""
@@ -173,13 +193,50 @@ class SERForSequenceClassification(SERPreTrainedModel):
             return (pooled_embeddings * weights.view(1, -1, 1)).sum(dim=1)
         return pooled_embeddings[:, -1]
 
-    def classify(self, pooled_embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
-        """Head and loss on pooled features `(batch, num_pooled_layers, hidden)`. The logits are divided by
-        `config.temperature` (1 until calibration), so every path to probabilities gets calibrated ones."""
-        logits = self.head(self.combine_layers(pooled_embeddings)) / self.config.temperature
+    def set_population(self, features: torch.Tensor) -> None:
+        """Sets `population_mean` and `population_std` from the training data's combined pooled features
+        `(clips, pooled_size)` (`combine_layers` of [`embed`]), and `config.profile_signature`. (The training
+        code also sets `config.reference_spread`, from the same speakers.)"""
+        if not self.config.speaker_adaptation:
+            raise ValueError("the model was not built with speaker_adaptation=True")
+        import hashlib
+
+        features = features.detach().float()
+        with torch.no_grad():
+            self.population_mean.copy_(features.mean(0))
+            self.population_std.copy_(features.std(0).clamp(min=1e-6))
+        digest = hashlib.sha1(features.mean(0).cpu().numpy().round(5).tobytes()).hexdigest()[:16]
+        self.config.profile_signature = digest
+
+    def speaker_center(self, profile) -> torch.Tensor:
+        """The centre a [`SpeakerProfile`] gives: its mean, shrunk toward the population's by its evidence."""
+        profile.check(self)
+        weight = profile.weight(self.config)
+        mean = torch.as_tensor(profile.mean).to(self.population_mean)
+        return weight * mean + (1.0 - weight) * self.population_mean
+
+    def classify(
+        self,
+        pooled_embeddings: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        speaker_center: torch.Tensor | None = None,
+        class_weights: torch.Tensor | None = None,
+    ) -> SequenceClassifierOutput:
+        """Head and loss on pooled features `(batch, num_pooled_layers, pooled_size)`. With `config.speaker_adaptation`,
+        the features are first centred on `speaker_center` (`(pooled_size,)` or `(batch, pooled_size)`, from
+        [`speaker_center`]; the population mean when None) and scaled by the population's spread. The logits are
+        divided by `config.temperature` (1 until calibration), so every path to probabilities gets calibrated ones."""
+        features = self.combine_layers(pooled_embeddings)
+        if self.config.speaker_adaptation:
+            center = self.population_mean if speaker_center is None else speaker_center.to(features)
+            features = (features - center) / self.population_std
+        elif speaker_center is not None:
+            raise ValueError("this model was trained without speaker adaptation: it takes no speaker profile")
+        logits = self.head(features) / self.config.temperature
         loss = None
         if labels is not None:
-            loss = nn.functional.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1))
+            weight = None if class_weights is None else class_weights.to(logits)
+            loss = nn.functional.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1), weight=weight)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     @can_return_tuple
@@ -189,6 +246,8 @@ class SERForSequenceClassification(SERPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         pooled_embeddings: torch.Tensor | None = None,
+        speaker_center: torch.Tensor | None = None,
+        class_weights: torch.Tensor | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
         r"""
@@ -200,6 +259,10 @@ class SERForSequenceClassification(SERPreTrainedModel):
             Class indices; when given, the output holds the cross-entropy loss.
         pooled_embeddings (`torch.FloatTensor` of shape `(batch, num_pooled_layers, hidden)`, *optional*):
             Cached output of [`embed`], used instead of running the backbone.
+        speaker_center (`torch.FloatTensor` of shape `(pooled_size,)` or `(batch, pooled_size)`, *optional*):
+            A speaker profile's centre ([`speaker_center`]); only for models with `config.speaker_adaptation`.
+        class_weights (`torch.FloatTensor` of shape `(num_labels,)`, *optional*):
+            Weights of the classes in the loss (training on unbalanced corpora).
         kwargs:
             Passed on to the backbone, as in transformers' classifiers: `output_hidden_states` and
             `output_attentions` (returned in the output's `hidden_states` and `attentions`), `mask_time_indices`.
@@ -210,7 +273,7 @@ class SERForSequenceClassification(SERPreTrainedModel):
             if input_values is None:
                 raise ValueError(f"{type(self).__name__} needs `input_values` or `pooled_embeddings`")
             pooled_embeddings, backbone_outputs = self._encode(input_values, attention_mask, **kwargs)
-        output = self.classify(pooled_embeddings, labels)
+        output = self.classify(pooled_embeddings, labels, speaker_center, class_weights)
         if backbone_outputs is not None:
             # Weighted pooling computes every hidden state; they are returned only when asked for, as in transformers.
             output.hidden_states = backbone_outputs.hidden_states if self._wants_hidden_states(kwargs) else None

@@ -25,6 +25,9 @@ def export_onnx(model: SERForSequenceClassification, path: str | os.PathLike, ma
     Uses the torch.export-based exporter: the TorchScript tracer freezes length-dependent code (frame counts,
     the pooling mask) at the example's shape and gives wrong results on other lengths.
     """
+    if model.config.backbone_config.model_type == "ge2e":
+        # Its partial utterances depend on each clip's length in Python: no single exported graph covers them.
+        raise ValueError("ONNX export covers Wav2Vec2-family backbones; for the GE2E backbone use dtype='int8' on CPU")
     model = model.eval()
     # A padded example, so that the traced program covers the masking of padding frames.
     example = (torch.randn(2, 32000), torch.ones(2, 32000, dtype=torch.long))

@@ -2,7 +2,7 @@
 `trust_remote_code=True`), `config.json` (with `auto_map` and `custom_pipelines`) and `preprocessor_config.json`, from
 this checkout's `modeling` package. The weights are left as they are.
 
-    python -m serving.resave checkpoints/tiny-ravdess-emodb
+    python -m serving.resave checkpoints/ge2e-ravdess-emodb
 
 A model folder saved by an earlier version of this project then runs today's inference policy wherever it goes.
 """

@@ -16,7 +16,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = REPO / "checkpoints" / "tiny-ravdess-emodb"  # the committed model the demo and CLI serve
+BUNDLED = REPO / "checkpoints" / "ge2e-ravdess-emodb"  # the committed model the demo and CLI serve
 DATA_DIR = Path(os.environ.get("SER_DATA_DIR", REPO.parent / "shared" / "data" / "ravdess16k"))
 
 

@@ -290,7 +290,7 @@ def test_browser_upload(browser_factory, server, client, example, tmp_path):
     browser = browser_factory()
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(server["url"], wait_until="load")
-    assert "tiny-ravdess-emodb" in page.content() and "accuracy" in page.content()
+    assert "ge2e-ravdess-emodb" in page.content() and "accuracy" in page.content()
     page.get_by_role("button", name="Upload file").click()
     page.locator("input[type=file]").set_input_files(str(example))
     page.get_by_role("button", name="Recognize emotion").click()
@@ -420,4 +420,49 @@ def test_browser_live_tab(browser_factory, server, example, tmp_path):
     sf.write(noise, 0.05 * np.random.default_rng(0).standard_normal(sr * 4), sr, subtype="PCM_16")
     browser, page = microphone_page(browser_factory, server, noise, tab="Live")
     page.get_by_text(re.compile(r"^No speech heard in the last 4 s")).wait_for(timeout=60_000)
+    browser.close()
+
+
+def test_browser_adapt_to_a_voice_and_reset(browser_factory, server, data_dir, tmp_path):
+    """The demo's "Adapt to this voice": clips of one speaker added one by one build a profile that the upload tab
+    then uses (the note says so and the answer changes), until the reset."""
+    clips = sorted((data_dir / "Actor_20").glob("*.flac"))[::5][:11]
+    browser = browser_factory()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server["url"], wait_until="load")
+    status = page.locator("#voice-status")
+    status.get_by_text("Voice profile: none").wait_for(timeout=30_000)
+
+    def recognize() -> str:
+        page.get_by_role("tab", name="Record or upload").click()
+        page.get_by_role("button", name="Clear").first.click()
+        page.get_by_role("button", name="Upload file").first.click()
+        page.locator("input[type=file]").first.set_input_files(str(clips[-1]))
+        page.get_by_role("button", name="Recognize emotion").click()
+        note = page.get_by_text(re.compile(r"label,? \w+,? (has )?probability [\d.]+")).first
+        note.wait_for(timeout=60_000)
+        return re.search(r"label,? (\w+),? (has )?probability ([\d.]+)", note.inner_text()).group(0)
+
+    before = recognize()
+    page.get_by_role("tab", name="Adapt to this voice").click()
+    for i, clip in enumerate(clips[:10]):
+        if i:
+            page.get_by_role("button", name="Clear").last.click()
+        page.get_by_role("button", name="Upload file").last.click()
+        page.locator("input[type=file]").last.set_input_files(str(clip))
+        page.get_by_role("button", name="Add to voice profile").click()
+        page.wait_for_function(
+            "n => document.querySelector('#voice-status').innerText.includes(n)",
+            arg=f"{i + 1} clip" if i == 0 else f"{i + 1} clips",
+            timeout=60_000,
+        )
+    status.get_by_text("Adapted to this voice").wait_for(timeout=30_000)
+    adapted = recognize()
+    page.get_by_text("Speaker adaptation: adapted to a speaker profile of 10 clips").wait_for(timeout=30_000)
+    assert adapted != before  # the top label or its probability moved
+    page.get_by_role("tab", name="Adapt to this voice").click()
+    page.get_by_role("button", name="Reset voice profile").click()
+    status.get_by_text("Voice profile: none").wait_for(timeout=30_000)
+    assert recognize() == before
+    page.screenshot(path=str(tmp_path / "adapt.png"), full_page=True)
     browser.close()

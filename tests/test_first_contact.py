@@ -24,8 +24,8 @@ def plain_backbone(tmp_path_factory):
 
 def test_model_references_get_one_clear_line(plain_backbone, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    with pytest.raises(ModelError, match=r"^checkpoints/tiny-ravdess-emodbb: no such folder \(.*\); did you mean checkpoints/tiny-ravdess-emodb\?$"):
-        check_ser_model("checkpoints/tiny-ravdess-emodbb")  # a valid Hub id in form, but its first part is a folder here
+    with pytest.raises(ModelError, match=r"^checkpoints/ge2e-ravdess-emodbb: no such folder \(.*\); did you mean checkpoints/ge2e-ravdess-emodb\?$"):
+        check_ser_model("checkpoints/ge2e-ravdess-emodbb")  # a valid Hub id in form, but its first part is a folder here
     with pytest.raises(ModelError, match="no such folder"):
         check_ser_model(str(tmp_path / "nope" / "deeper" / "model"))
     with pytest.raises(ModelError, match="has no config.json"):

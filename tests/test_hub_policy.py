@@ -167,5 +167,5 @@ def test_the_shipped_code_names_its_runtime_packages():
     needed = set()
     for path in BUNDLED.glob("*.py"):
         needed |= set(get_imports(path))
-    assert {"torch", "transformers", "numpy", "soundfile", "soxr", "noisereduce", "silero_vad", "opensmile", "scipy"} <= needed
+    assert {"torch", "transformers", "numpy", "soundfile", "soxr", "noisereduce", "silero_vad", "opensmile", "scipy", "librosa"} <= needed
     assert not needed & {"modeling", "serving", "training", "predict", "app"}

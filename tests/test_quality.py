@@ -114,17 +114,19 @@ def test_speech_through_every_condition_is_not_refused(clips):
 def test_condition_augmentation_is_reproducible_per_seed(clips):
     from training.augment import AugmentationConfig, Augmenter
 
-    config = AugmentationConfig(conditions=True, p_room=1.0, p_telephone=1.0, p_mp3=1.0, p_clipping=1.0)
+    config = AugmentationConfig(conditions=True, p_room=1.0, p_telephone=1.0, p_mp3=1.0, p_clipping=1.0, p_babble=1.0)
     wave, _ = clips[0]
-    first, again = Augmenter(config, seed=7), Augmenter(config, seed=7)
+    talkers = [w for w, _ in clips[1:]]  # babble from other clips, as training makes it from the training speakers
+    first, again = Augmenter(config, seed=7, babble_sources=talkers), Augmenter(config, seed=7, babble_sources=talkers)
 
     def differ(a, b):  # speed perturbation changes the length
         return len(a) != len(b) or not np.allclose(a, b)
 
     assert np.array_equal(first(wave, 3, 1), again(wave, 3, 1))  # same seed, clip and epoch: the same waveform
     assert differ(first(wave, 3, 1), first(wave, 3, 2))  # another epoch: another draw
-    assert differ(first(wave, 3, 1), Augmenter(config, seed=8)(wave, 3, 1))  # another seed
-    assert "telephone band" in config.describe()
+    assert differ(first(wave, 3, 1), Augmenter(config, seed=8, babble_sources=talkers)(wave, 3, 1))  # another seed
+    assert differ(first(wave, 3, 1), Augmenter(config, seed=7)(wave, 3, 1))  # the babble is in it
+    assert "telephone band" in config.describe() and "babble" in config.describe()
 
 
 def test_predict_csv_has_the_quality_columns(clips, tmp_path):

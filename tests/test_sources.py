@@ -211,8 +211,14 @@ def test_contradicting_flags_are_refused():
     def check(*argv):
         check_train_args(*parse_train_args(["--output_dir", "x", *argv]))
 
-    with pytest.raises(ArgumentsError, match="live backbone"):
+    with pytest.raises(ArgumentsError, match="add --augment_copies N"):
         check("--freeze_backbone", "true", "--augment", "true")
+    with pytest.raises(ArgumentsError, match="for --augment with --freeze_backbone true"):
+        check("--augment_copies", "4")
+    with pytest.raises(ArgumentsError, match="cached embeddings: add --freeze_backbone true"):
+        check("--speaker_adaptation", "true", "--freeze_backbone", "false")
+    with pytest.raises(ArgumentsError, match="'balanced'"):
+        check("--class_weights", "inverse")
     with pytest.raises(ArgumentsError, match="persistent data-loader workers"):
         check("--augment", "true", "--dataloader_num_workers", "2", "--dataloader_persistent_workers", "true")
     with pytest.raises(ArgumentsError, match="each fold resumes"):

@@ -244,9 +244,11 @@ def test_push_to_hub_uploads_model_code_and_card(tmp_path, cache_dir, monkeypatc
             "music_gate.py",
             "pipeline_ser.py",
             "preprocessor_config.json",
+            "profile.py",
             "quality.py",
             "speech.py",
             "streaming.py",
+            "voice_encoder.py",
         ]
     )
     metadata = pushed["metadata"]

@@ -18,9 +18,10 @@ class ModelArguments:
     model_name_or_path: str = field(
         default="facebook/wav2vec2-base",
         metadata={
-            "help": "Pretrained backbone (Hub id or folder), or a saved SER model to continue from (its pooling, "
-            "head and freezing are kept unless a flag below changes them; with other labels than the data's, the "
-            "head's last layer is re-initialized)."
+            "help": "Pretrained backbone (Hub id or folder), 'ge2e' for the pretrained GE2E speaker encoder (weights "
+            "from the resemblyzer package), or a saved SER model to continue from (its pooling, head and freezing "
+            "are kept unless a flag below changes them; with other labels than the data's, the head's last layer is "
+            "re-initialized)."
         },
     )
     backbone_config: str | None = field(
@@ -28,7 +29,11 @@ class ModelArguments:
         metadata={"help": "JSON backbone config: build a randomly initialised backbone instead of loading weights."},
     )
     pooling: str | None = field(
-        default=None, metadata={"help": "'mean' or 'weighted_mean' (learned layer weights). Default: mean, or the saved model's."}
+        default=None,
+        metadata={
+            "help": "'mean', 'weighted_mean' (learned layer weights) or 'mean_std' (mean and standard deviation). "
+            "Default: mean, or the saved model's."
+        },
     )
     head_dropout: float | None = field(default=None, metadata={"help": "Default: 0.3, or the saved model's."})
     freeze_feature_encoder: bool | None = field(
@@ -41,7 +46,26 @@ class ModelArguments:
     embedding_batch_size: int = field(default=8)
     augment: bool = field(
         default=False,
-        metadata={"help": "Augment training clips on the fly (speed, pitch, gain transition, noise); live backbone only."},
+        metadata={
+            "help": "Augment training clips (speed, pitch, gain transition, noise): on the fly with a live backbone; "
+            "with a frozen one, --augment_copies augmented embeddings of each training clip, computed once."
+        },
+    )
+    augment_copies: int = field(
+        default=0,
+        metadata={"help": "Frozen backbone with --augment: augmented copies of each training clip (cached embeddings)."},
+    )
+    speaker_adaptation: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Train a model that takes speaker profiles: each training clip is seen relative to a profile of "
+            "random, often few and single-mood, clips of its speaker (or none). Frozen backbone only. Default: "
+            "false, or the saved model's."
+        },
+    )
+    class_weights: str | None = field(
+        default=None,
+        metadata={"help": "'balanced': weight each class in the loss by the inverse of its frequency in training."},
     )
     augment_conditions: bool = field(
         default=False,
@@ -145,6 +169,13 @@ class EvaluationArguments:
         },
     )
     output_dir: str | None = field(default=None, metadata={"help": "Writes eval_results.json, the confusion matrix and a table."})
+    speaker_adaptation: bool = field(
+        default=False,
+        metadata={
+            "help": "Also report accuracy and UAR with speaker profiles (models trained with speaker adaptation): "
+            "from all of each speaker's clips, from 16 random ones, and with only 2-4 clips of 1-2 emotions."
+        },
+    )
     batch_size: int = field(default=16)
     use_cpu: bool = field(default=False)
     seed: int = field(default=42, metadata={"help": "The seed of the split, with --part test."})
@@ -221,7 +252,18 @@ def check_train_args(model_args: ModelArguments, data_args: DataArguments, train
         raise ArgumentsError(f"--backbone_config is not valid JSON: {err}") from None
     except ModelError as err:
         raise ArgumentsError(str(err)) from None
-    if model_args.freeze_backbone and model_args.augment:
-        raise ArgumentsError("--augment needs a live backbone: the frozen mode trains on embeddings computed once")
+    if model_args.model_name_or_path == "ge2e" and model_args.freeze_backbone is None:
+        model_args.freeze_backbone = True  # the GE2E speaker encoder is only used frozen
+    if model_args.freeze_backbone and model_args.augment and model_args.augment_copies < 1:
+        raise ArgumentsError(
+            "--augment with a frozen backbone trains on embeddings computed once: add --augment_copies N "
+            "(N augmented copies of each training clip)"
+        )
+    if model_args.augment_copies and not (model_args.augment and model_args.freeze_backbone):
+        raise ArgumentsError("--augment_copies is for --augment with --freeze_backbone true")
+    if model_args.speaker_adaptation and model_args.freeze_backbone is False:
+        raise ArgumentsError("--speaker_adaptation trains the head on cached embeddings: add --freeze_backbone true")
+    if model_args.class_weights not in (None, "balanced"):
+        raise ArgumentsError(f"--class_weights must be 'balanced', got {model_args.class_weights!r}")
     if model_args.freeze_backbone and model_args.auxiliary_egemaps_weight > 0:
         raise ArgumentsError("--auxiliary_egemaps_weight shapes the backbone: it has no effect with --freeze_backbone")

@@ -10,6 +10,7 @@ waveforms whatever the number of data-loader workers, and a resumed run sees wha
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,10 @@ class AugmentationConfig:
     mp3_kbps_max: int = 48
     p_mp3: float = 0.2
     p_clipping: float = 0.1
+    # Babble: other training speakers talking at once (only where the training clips are given as its source).
+    p_babble: float = 0.3
+    babble_snr_min_db: float = 0.0
+    babble_snr_max_db: float = 20.0
 
     def describe(self) -> str:
         text = (
@@ -57,7 +62,8 @@ class AugmentationConfig:
             text += (
                 f", simulated rooms with target RT60 {self.room_rt60_min_s:g}–{self.room_rt60_max_s:g} s (p={self.p_room:g}), "
                 f"a telephone band (p={self.p_telephone:g}), MP3 at {self.mp3_kbps_min}–{self.mp3_kbps_max} kbit/s "
-                f"(p={self.p_mp3:g}), clipping (p={self.p_clipping:g})"
+                f"(p={self.p_mp3:g}), clipping (p={self.p_clipping:g}), babble of six training-set talkers at "
+                f"{self.babble_snr_min_db:g}–{self.babble_snr_max_db:g} dB SNR (p={self.p_babble:g})"
             )
         return text + "; seeded per clip and epoch (audiomentations)"
 
@@ -65,12 +71,22 @@ class AugmentationConfig:
 class Augmenter:
     """A seeded `audiomentations.Compose` with the model's normalization after it."""
 
-    def __init__(self, config: AugmentationConfig, seed: int, sampling_rate: int = SAMPLING_RATE):
+    def __init__(
+        self, config: AugmentationConfig, seed: int, sampling_rate: int = SAMPLING_RATE, babble_sources: list[np.ndarray] | None = None
+    ):
         import audiomentations as A
 
         self.config = config
         self.seed = seed
         self.sampling_rate = sampling_rate
+        # Babble made once from the given clips (the training speakers': never a held-out voice), 60 s looped.
+        self.babble = None
+        self.babble_key = None
+        if config.conditions and babble_sources:
+            from .conditions import babble
+
+            self.babble = babble(babble_sources, seconds=60.0, talkers=6, seed=seed)
+            self.babble_key = hashlib.sha1(self.babble.tobytes()).hexdigest()[:12]
         c = config
         self.compose = A.Compose(
             [
@@ -138,6 +154,11 @@ class Augmenter:
         np.random.seed(int(seed))
         try:
             out = self.compose(samples=np.asarray(wave, dtype=np.float32), sample_rate=self.sampling_rate)
+            if self.babble is not None and np.random.random() < self.config.p_babble:
+                from .conditions import add_noise
+
+                snr = np.random.uniform(self.config.babble_snr_min_db, self.config.babble_snr_max_db)
+                out = add_noise(out, self.babble, snr, float(np.mean(out.astype(np.float64) ** 2)), seed=int(seed))
         finally:
             random.setstate(saved[0])
             np.random.set_state(saved[1])

@@ -24,6 +24,8 @@ from modeling import SERForSequenceClassification, load_audio
 
 from serving.files import atomic_path
 
+from .sources import audio_source
+
 logger = logging.getLogger(__name__)
 
 FEATURE_SET = "eGeMAPSv02 functionals (openSMILE)"
@@ -46,7 +48,7 @@ def egemaps_functionals(records: list[dict], cache_dir: Path, sampling_rate: int
     out = np.full((len(records), 88), np.nan, np.float32)
     for i, record in enumerate(tqdm(records, desc="eGeMAPS functionals", unit="clip")):
         try:
-            wave = load_audio(record["audio"], sampling_rate)
+            wave = load_audio(audio_source(record["audio"]), sampling_rate)
         except ValueError:
             continue
         out[i] = smile.process_signal(wave, sampling_rate).to_numpy(np.float32)[0]
@@ -78,16 +80,16 @@ class AuxiliaryTargetModel(nn.Module):
     def __init__(self, model: SERForSequenceClassification, num_targets: int, weight: float):
         super().__init__()
         self.model = model
-        self.auxiliary = nn.Linear(model.config.hidden_size, num_targets)
+        self.auxiliary = nn.Linear(model.config.pooled_size, num_targets)
         self.weight = weight
 
     @property
     def config(self):
         return self.model.config
 
-    def forward(self, input_values, attention_mask=None, labels=None, auxiliary_targets=None, **kwargs):
+    def forward(self, input_values, attention_mask=None, labels=None, auxiliary_targets=None, class_weights=None, **kwargs):
         pooled = self.model.embed(input_values, attention_mask)
-        output = self.model.classify(pooled, labels)
+        output = self.model.classify(pooled, labels, class_weights=class_weights)
         if labels is not None and auxiliary_targets is not None:
             predicted = self.auxiliary(self.model.combine_layers(pooled))
             output.loss = output.loss + self.weight * nn.functional.mse_loss(predicted, auxiliary_targets.to(predicted.dtype))

@@ -151,6 +151,44 @@ Command: `{run["command"]}`.
 """
 
 
+def adaptation_use(model: dict) -> str:
+    if not model.get("speaker_adaptation"):
+        return ""
+    return """
+With several recordings of the same voice, classify relative to it (a profile is a small JSON file, reusable):
+
+```python
+profile = classifier.build_profile(["alice-1.wav", "alice-2.wav", "alice-3.wav", ...])  # any moods, no labels
+classifier("alice-4.wav", speaker_profile=profile, details=True)   # "adaptation" says which profile acted
+classifier("alice-4.wav", reference_audio=["alice-1.wav", ...])   # the same, built on the fly
+profile.save("alice.json"); classifier("alice-5.wav", speaker_profile="alice.json")
+```
+
+A recording longer than one window adapts to its own speech segments unless `self_adapt=False`.
+"""
+
+
+def adaptation_section(results: dict) -> str:
+    """Accuracy and UAR with speaker profiles of each kind of references, where measured."""
+    adaptation = results.get("adaptation")
+    if not adaptation:
+        return ""
+    from .evaluation import adaptation_table
+
+    priors = adaptation.get("profile_prior_clips")
+    priors = ", ".join(f"{p:g}" for p in priors) if isinstance(priors, list) else f"{priors:g}"
+    table = adaptation_table(adaptation).replace("\n## Speaker adaptation\n", "")
+    return f"""
+### Speaker adaptation
+
+The same test speakers, each clip classified relative to a profile of its speaker (no labels used). Profiles from
+references balanced over the emotions (RAVDESS speakers recorded every emotion) flatter the figure: what a user's
+clips cover decides how much adaptation helps. A profile counts only beyond {results["model"].get("profile_offset_clips", 4):g} varied
+clips, so that 2-4 clips of a mood leave the answer as it is; shrinkage toward the population
+(`profile_prior_clips` {priors}) was picked on the validation speakers.
+{table}"""
+
+
 def render_card(results: dict) -> str:
     """`results` is what train.py writes to all_results.json; every number on the card comes from it."""
     test = results["test"]
@@ -170,7 +208,7 @@ def render_card(results: dict) -> str:
         "tags": ["audio-classification", "speech-emotion-recognition", *corpora, "custom_code"],
         "datasets": [data["hub_dataset"]] if data.get("hub_dataset") else None,
         "metrics": list(SUMMARY_METRICS),
-        "base_model": model["backbone"] if model["pretrained_backbone"] else None,
+        "base_model": model["backbone"] if model["pretrained_backbone"] and model["backbone"] != "ge2e" else None,
         "model-index": _model_index(model["name"], data["dataset"], split_line, test),
     }
     metadata = {k: v for k, v in metadata.items() if v is not None}
@@ -199,6 +237,12 @@ def render_card(results: dict) -> str:
         per_class = "\n### Per label (test)\n\n" + "\n".join(rows) + "\n"
     majority = f" The most frequent label is {test['majority_rate']:.3f} of the test clips." if "majority_rate" in test else ""
     backbone = f"pretrained `{model['backbone']}`" if model["pretrained_backbone"] else "randomly initialised, trained from scratch"
+    if model["backbone"] == "ge2e":
+        backbone = (
+            "the pretrained GE2E speaker encoder, frozen: 3-layer LSTM over 40 mel bands, trained on thousands of "
+            "speakers for speaker verification; its weights come from Resemblyzer (Apache-2.0, Copyright 2019 "
+            "Corentin Jemine) and are converted into this model's safetensors"
+        )
     epochs = f"{train_info['epochs']:g}"
     extraction = (
         f" (of which embedding extraction {train_info['embedding_time_s']:.0f} s)" if train_info["embedding_time_s"] else ""
@@ -229,7 +273,7 @@ Split: {split_line}. {overlap}
 {scores}
 {per_class}
 Chance level for {len(labels)} balanced classes is {1 / len(labels):.3f} accuracy.{majority}
-{calibration_section(results)}{robustness_section(results)}
+{adaptation_section(results)}{calibration_section(results)}{robustness_section(results)}
 ## Training
 
 - Command: `{train_info["command"]}`
@@ -237,6 +281,7 @@ Chance level for {len(labels)} balanced classes is {1 / len(labels):.3f} accurac
 - Data: {data["dataset"]}: {data["clips"]} clips from {data["actors"]} speakers; {data["duplicates_dropped"]} byte-identical duplicate(s) dropped, {data["skipped_names"]} file(s) off the naming layout skipped, {data["undecodable"]} unusable clip(s) skipped.
 {data_lines}
 - Preprocessing: mono, resampled to 16 kHz, spectral-gating noise reduction ({"on" if results["preprocessing"]["noise_reduction"] else "off"}), zero-mean unit-variance normalization.{extras}
+- Class weights in the loss: {"balanced (inverse frequency in training)" if train_info.get("class_weights") else "none"}.
 - Optimizer: AdamW, learning rate {train_info["learning_rate"]}, weight decay {train_info["weight_decay"]}, up to {epochs} epochs, batch size {train_info["batch_size"]}, seed {train_info["seed"]}.
 - Epochs run: {", ".join(f"{e:g}" for e in train_info.get("epochs_run", [])) or "?"} (best checkpoint by validation {train_info.get("metric_for_best_model") or "metric"} kept{"; stopped early by patience or time limit" if any(e < train_info["epochs"] for e in train_info.get("epochs_run", [])) else ""}).
 - Hardware: {train_info["hardware"]}; training time {train_info["train_time_s"]:.0f} s{" (sum over folds)" if is_kfold else ""}{extraction}; wall time of the run that wrote this card {train_info["wall_time_s"]:.0f} s, data preprocessing included.
@@ -251,13 +296,14 @@ classifier("speech.wav")                                    # any length, any fo
 classifier("speech.wav", candidate_labels=["angry", "neutral"])  # restricted to some labels, renormalized
 classifier("speech.wav", details=True)                      # + uncertain, duration_s and the timeline of segments
 ```
+{adaptation_use(model)}
 
 The pipeline applies the model's inference policy: audio without speech (silence, noise, a tone, music without a
 voice) is refused with `NoSpeechError` ("no speech found"), recordings longer than {results["preprocessing"].get("window_s", 5.0):g} s are classified by their
 speech segments, and the probabilities are calibrated. The repository carries that code (`modeling_ser.py`,
 `pipeline_ser.py` and the files they import, written by `save_pretrained`): `trust_remote_code=True` runs it on your
 machine, so read it first or pin a revision. It needs torch, transformers, numpy, scipy, soundfile, soxr, noisereduce,
-silero-vad and opensmile (torchcodec with FFmpeg for WebM or M4A).
+librosa, silero-vad and opensmile (torchcodec with FFmpeg for WebM or M4A).
 
 ## Intended use and limitations
 

@@ -15,12 +15,15 @@ import numpy as np
 
 from modeling import AudioError, SERFeatureExtractor, load_audio
 
+from .sources import ArrowAudio, audio_source
+
 logger = logging.getLogger(__name__)
 
 FEATURES_VERSION = "2"
 
 
-def _audio_bytes(audio: str | bytes) -> bytes:
+def _audio_bytes(audio) -> bytes:
+    audio = audio_source(audio)
     if isinstance(audio, bytes):
         return audio
     with open(audio, "rb") as f:
@@ -40,7 +43,9 @@ def drop_duplicates(records: list[dict]) -> tuple[list[dict], int]:
     return kept, len(records) - len(kept)
 
 
-def _name(audio: str | bytes) -> str:
+def _name(audio) -> str:
+    if isinstance(audio, ArrowAudio):
+        return audio.name or f"row {audio.index}"
     return os.path.basename(audio) if isinstance(audio, str) else "<bytes>"
 
 
@@ -84,7 +89,7 @@ def preprocess(
 
     def prepare(record):
         try:
-            wave = feature_extractor.process_waveform(load_audio(record["audio"], feature_extractor.sampling_rate))
+            wave = feature_extractor.process_waveform(load_audio(audio_source(record["audio"]), feature_extractor.sampling_rate))
         except AudioError as err:
             logger.warning("skipping %s: %s", _name(record["audio"]), err)
             return {"input_values": np.zeros(0, np.float32), "length": 0}

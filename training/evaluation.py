@@ -7,9 +7,11 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
+from .adaptation import adaptation_report
 from .args import DataArguments, EvaluationArguments
 from .calibration import calibrate, expected_calibration_error, softmax
 from .card import metrics_table, per_corpus_table, render_card
@@ -34,6 +36,8 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
         raise DataError(f"{eval_args.model_name_or_path}: --fit_temperature writes into a local model folder's config.json")
     if eval_args.part not in ("all", "test", "validation"):
         raise DataError(f"--part must be 'all', 'test' or 'validation', got {eval_args.part!r}")
+    if eval_args.speaker_adaptation and eval_args.candidate_labels:
+        raise DataError("--speaker_adaptation reports over all the model's labels: leave out --candidate_labels")
     if eval_args.fit_temperature and eval_args.part != "validation":
         raise DataError(
             "--fit_temperature fits on the validation speakers: add --part validation (with the run's data flags "
@@ -41,6 +45,8 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
         )
     classifier = load_classifier(eval_args.model_name_or_path, device="cpu")  # Trainer places it
     model, feature_extractor, model_labels = classifier.model, classifier.feature_extractor, classifier.labels
+    if eval_args.speaker_adaptation and not classifier.adapts_to_speakers:
+        raise DataError(f"{eval_args.model_name_or_path} was trained without speaker adaptation: leave out --speaker_adaptation")
     try:
         candidates = check_candidate_labels(model_labels, eval_args.candidate_labels)
     except ValueError as err:
@@ -124,6 +130,8 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
     }
     if calibration:
         results["calibration"] = calibration
+    if eval_args.speaker_adaptation:
+        results["adaptation"] = speaker_adaptation_report(model, part, model_labels, eval_args.batch_size, eval_args.seed)
     if eval_args.output_dir:
         out = Path(eval_args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -132,6 +140,23 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
         plot_confusion_matrix(report["confusion_matrix"]["matrix"], candidates or model_labels, out / "confusion_matrix.png", split_summary)
         write_text_atomic(out / "eval_results.md", results_markdown(results))
     return results
+
+
+@torch.inference_mode()
+def speaker_adaptation_report(model, part, labels: list[str], batch_size: int, seed: int) -> dict:
+    """`adaptation_report` on the part's clips, each speaker's profiles drawn from its own clips in the part."""
+    model.eval().cpu()
+    rows = part.with_format("numpy", columns=["input_values", "label", "speaker"])
+    features = []
+    step = batch_size if pads_alike_inference(model) else 1  # group-norm backbones: one clip at a time
+    for start in range(0, len(rows), step):
+        chunk = [rows[i] for i in range(start, min(start + step, len(rows)))]
+        waves = [np.asarray(r["input_values"], dtype=np.float32) for r in chunk]
+        batch = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(w) for w in waves], batch_first=True)
+        mask = (torch.arange(batch.shape[1])[None] < torch.tensor([len(w) for w in waves])[:, None]).long()
+        features.append(model.combine_layers(model.embed(batch, mask)).numpy())
+    y = np.asarray(part["label"])
+    return adaptation_report(model, np.concatenate(features), y, list(part["speaker"]), labels, seed)
 
 
 def save_calibration(folder: Path, config, calibration: dict) -> None:
@@ -157,6 +182,32 @@ def results_markdown(results: dict) -> str:
         + metrics_table({results["part"]: results})
         + "\n"
         + per_corpus_table(results.get("per_corpus", {}))
+        + (adaptation_table(results["adaptation"]) if results.get("adaptation") else "")
     )
+
+
+def adaptation_table(adaptation: dict) -> str:
+    """Accuracy and UAR per reference condition (single figures, or mean ± std over folds)."""
+    names = {
+        "none": "no profile",
+        "all": "profile of all the speaker's clips",
+        "random_16": "profile of 16 random clips",
+        "few_skewed_none": "only 2-4 clips of 1-2 emotions: no profile",
+        "few_skewed": "only 2-4 clips of 1-2 emotions: profile of those clips",
+    }
+    lines = ["\n## Speaker adaptation\n", "| references | accuracy | UAR |", "|---|---|---|"]
+    for key, name in names.items():
+        r = adaptation.get(key)
+        if not r:
+            continue
+        if "accuracy" in r:
+            lines.append(f"| {name} | {r['accuracy']:.3f} | {r['uar']:.3f} |")
+        else:
+            lines.append(
+                f"| {name} | {r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f} | {r['uar_mean']:.3f} ± {r['uar_std']:.3f} |"
+            )
+    references = adaptation.get("references") or {}
+    lines += ["", *(f"- {k}: {v}" for k, v in references.items())]
+    return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,8 @@ from .auxiliary import FEATURE_SET, AuxiliaryTargetModel, egemaps_functionals, s
 from .calibration import calibrate
 from .checkpoints import check_checkpoint_fits, pick_resume_checkpoint, save_final_model
 from .data import cache_root, drop_duplicates
-from .embeddings import cached_embeddings
+from .adaptation import ProfileSampler, adaptation_report, reference_spread
+from .embeddings import augmented_embeddings, cached_embeddings
 from serving.files import write_json_atomic
 from .metrics import compute_metrics, full_report, plot_confusion_matrix
 from .sources import (
@@ -39,7 +40,13 @@ from .splits import Split, actor_split, corpus_split, kfold_splits, random_split
 
 logger = logging.getLogger("train")
 
-HEAD_DEFAULTS = {"pooling": "mean", "head_dropout": 0.3, "freeze_feature_encoder": True, "freeze_backbone": False}
+HEAD_DEFAULTS = {
+    "pooling": "mean",
+    "head_dropout": 0.3,
+    "freeze_feature_encoder": True,
+    "freeze_backbone": False,
+    "speaker_adaptation": False,
+}
 
 
 def load_records(data_args: DataArguments) -> tuple[list[dict], list[str], dict]:
@@ -134,6 +141,8 @@ def make_splits(dataset: datasets.Dataset, data_args: DataArguments, seed: int) 
 
 
 def _saved_ser_config(name_or_path: str) -> SERConfig | None:
+    if name_or_path == GE2E:
+        return None
     path = Path(name_or_path)
     if path.is_dir() and not (path / "config.json").is_file():
         return None
@@ -163,6 +172,13 @@ def build_model(model_args: ModelArguments, labels: list[str]) -> SERForSequence
     if model_args.backbone_config:
         head = {**HEAD_DEFAULTS, **explicit}
         return SERForSequenceClassification(SERConfig(backbone_config=json.loads(model_args.backbone_config), id2label=id2label, label2id=label2id, **head))
+    if model_args.model_name_or_path == GE2E:
+        from .voice import pretrained_ge2e
+
+        head = {**HEAD_DEFAULTS, "freeze_backbone": True, **explicit}
+        model = SERForSequenceClassification(SERConfig(backbone_config={"model_type": "ge2e"}, id2label=id2label, label2id=label2id, **head))
+        model.backbone.load_state_dict(pretrained_ge2e().state_dict())
+        return model
     saved = _saved_ser_config(model_args.model_name_or_path)
     if saved is None:
         return SERForSequenceClassification.from_backbone(model_args.model_name_or_path, id2label=id2label, label2id=label2id, **{**HEAD_DEFAULTS, **explicit})
@@ -191,6 +207,10 @@ def build_model(model_args: ModelArguments, labels: list[str]) -> SERForSequence
     return model
 
 
+# `--model_name_or_path ge2e`: the pretrained GE2E speaker encoder (training/voice.py) as the backbone.
+GE2E = "ge2e"
+
+
 class TimeBudgetCallback(TrainerCallback):
     """Ends training at the first epoch end after `seconds` (counted from the start of this `train()` call)."""
 
@@ -213,16 +233,26 @@ class TimeBudgetCallback(TrainerCallback):
 class PadCollator:
     """Pads cached, already-normalized waveforms (or stacks cached embeddings) into a batch."""
 
-    def __init__(self, feature_extractor: SERFeatureExtractor):
+    def __init__(
+        self,
+        feature_extractor: SERFeatureExtractor,
+        class_weights: torch.Tensor | None = None,
+        profiles: ProfileSampler | None = None,
+    ):
         self.feature_extractor = feature_extractor
+        self.class_weights = class_weights
+        self.profiles = profiles
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         labels = torch.tensor([int(row["label"]) for row in rows], dtype=torch.long)
+        extra = {} if self.class_weights is None else {"class_weights": self.class_weights}
         if "pooled_embeddings" in rows[0]:
             embeddings = torch.tensor(np.stack([row["pooled_embeddings"] for row in rows]), dtype=torch.float32)
-            return {"pooled_embeddings": embeddings, "labels": labels}
+            if self.profiles is not None and "speaker" in rows[0]:  # training rows: each relative to a drawn profile
+                extra["speaker_center"] = torch.tensor(np.stack([self.profiles(str(row["speaker"])) for row in rows]))
+            return {"pooled_embeddings": embeddings, "labels": labels, **extra}
         batch = self.feature_extractor.collate([row["input_values"] for row in rows], return_tensors="pt")
-        out = {"input_values": batch["input_values"], "attention_mask": batch["attention_mask"], "labels": labels}
+        out = {"input_values": batch["input_values"], "attention_mask": batch["attention_mask"], "labels": labels, **extra}
         if "auxiliary_targets" in rows[0]:
             out["auxiliary_targets"] = torch.tensor(np.stack([row["auxiliary_targets"] for row in rows]), dtype=torch.float32)
         return out
@@ -256,22 +286,34 @@ def run_split(
 ) -> dict:
     set_seed(training_args.seed)
     model = build_model(model_args, labels)
-    if model.config.freeze_backbone and (model_args.augment or model_args.auxiliary_egemaps_weight > 0):
+    frozen = model.config.freeze_backbone
+    if frozen and (model_args.augment and not model_args.augment_copies or model_args.auxiliary_egemaps_weight > 0):
         # The flags were checked up front; a saved model can bring a frozen backbone with it.
         raise ArgumentsError(
-            f"{model_args.model_name_or_path} has a frozen backbone (its config): --augment and "
-            "--auxiliary_egemaps_weight need a live one; add --freeze_backbone false"
+            f"{model_args.model_name_or_path} has a frozen backbone (its config): --augment needs --augment_copies, "
+            "and --auxiliary_egemaps_weight a live backbone (--freeze_backbone false)"
         )
+    if model.config.speaker_adaptation and not frozen:
+        raise ArgumentsError("--speaker_adaptation trains the head on cached embeddings: add --freeze_backbone true")
     collate = PadCollator(feature_extractor)
     embedding_time = 0.0
     data = features
     columns = ["input_values", "label"]
-    if model.config.freeze_backbone:
-        data, embedding_time = cached_embeddings(
-            model, features, collate, model_args.embedding_batch_size, training_args,
-            cache_root(data_args.preprocessing_cache_dir),
-        )  # fmt: skip
+    copies = None
+    if frozen:
+        cache = cache_root(data_args.preprocessing_cache_dir)
+        data, embedding_time = cached_embeddings(model, features, collate, model_args.embedding_batch_size, training_args, cache)
         columns = ["pooled_embeddings", "label"]
+        if model_args.augment:
+            augmenter = Augmenter(
+                AugmentationConfig(conditions=model_args.augment_conditions), training_args.seed,
+                babble_sources=babble_sources(features, split.train, training_args.seed),
+            )  # fmt: skip
+            copies, seconds = augmented_embeddings(
+                model, features.select(split.train), augmenter, model_args.augment_copies, collate,
+                model_args.embedding_batch_size, training_args, cache,
+            )  # fmt: skip
+            embedding_time += seconds
     trained_model = model
     if model_args.auxiliary_egemaps_weight > 0:
         by_sha1 = {r["sha1"]: i for i, r in enumerate(records)}
@@ -284,10 +326,19 @@ def run_split(
     data = data.with_format("numpy", columns=columns + ["corpus"])
     parts = {name: data.select(getattr(split, name)) for name in ("train", "validation", "test")}
     train_data, callbacks = parts["train"], []
-    if model_args.augment:
+    train_labels = np.asarray(features.select(split.train)["label"])
+    if frozen:
+        train_data = frozen_training_rows(data, features, split.train, copies)
+    elif model_args.augment:
         augmentation = AugmentationConfig(conditions=model_args.augment_conditions)
-        train_data = AugmentedDataset(parts["train"], Augmenter(augmentation, training_args.seed))
+        augmenter = Augmenter(augmentation, training_args.seed, babble_sources=babble_sources(features, split.train, training_args.seed))
+        train_data = AugmentedDataset(parts["train"], augmenter)
         callbacks.append(EpochCallback(train_data))
+    class_weights = balanced_class_weights(train_labels, len(labels)) if model_args.class_weights == "balanced" else None
+    profiles = None
+    if model.config.speaker_adaptation:
+        profiles = fit_population(model, train_data, len(split.train), training_args.seed)
+    collate = PadCollator(feature_extractor, class_weights, profiles)
     if model_args.max_train_time_s:
         callbacks.append(TimeBudgetCallback(model_args.max_train_time_s))
     if model_args.early_stopping_patience:
@@ -321,10 +372,15 @@ def run_split(
         config = unwrap(trained_model).config
         config.temperature *= calibration["fitted_factor"]  # the logits already include any earlier temperature
         calibration["temperature"] = config.temperature
+    adaptation = None
+    if model.config.speaker_adaptation:
+        adaptation = tune_and_report_adaptation(model, data, features, split, labels, training_args.seed)
     run = {
         "split": split.describe(),
         "validation": validation,
         "test": test,
+        "adaptation": adaptation,
+        "class_weights": None if class_weights is None else dict(zip(labels, class_weights.tolist())),
         "train_loss": train_result.training_loss,
         "train_time_s": train_time,
         "embedding_time_s": embedding_time,
@@ -343,6 +399,92 @@ def run_split(
 
 
 FOLD_RESULTS = "fold_results.json"
+
+
+def babble_sources(features: datasets.Dataset, train_rows: list[int], seed: int, count: int = 60) -> list[np.ndarray]:
+    """Clips of the training speakers to make babble noise from (never a validation or test voice)."""
+    rng = np.random.default_rng(seed)
+    picked = sorted(rng.choice(train_rows, size=min(count, len(train_rows)), replace=False).tolist())
+    rows = features.select(picked).with_format("numpy", columns=["input_values"])
+    return [np.asarray(rows[i]["input_values"], dtype=np.float32) for i in range(len(picked))]
+
+
+def frozen_training_rows(data: datasets.Dataset, features: datasets.Dataset, rows: list[int], copies: np.ndarray | None) -> datasets.Dataset:
+    """The training rows of the frozen mode: each clip's embedding, then those of its augmented copies, with the
+    speaker of each (for the profiles of speaker adaptation)."""
+    embeddings = np.asarray(data.select(rows)["pooled_embeddings"], dtype=np.float32)
+    part = features.select(rows)
+    labels, speakers, corpora = list(part["label"]), list(part["speaker"]), list(part["corpus"])
+    repeat = 1
+    if copies is not None:  # (copies, len(rows), ...): the augmented copies of these rows
+        embeddings = np.concatenate([embeddings, *copies])
+        repeat += len(copies)
+    table = datasets.Dataset.from_dict(
+        {"pooled_embeddings": embeddings, "label": labels * repeat, "speaker": speakers * repeat, "corpus": corpora * repeat},
+        features=datasets.Features({
+            "pooled_embeddings": datasets.Array2D(embeddings.shape[1:], "float32"),
+            "label": datasets.Value("int64"),
+            "speaker": datasets.Value("string"),
+            "corpus": datasets.Value("string"),
+        }),
+    )  # fmt: skip
+    return table.with_format("numpy", columns=["pooled_embeddings", "label", "speaker", "corpus"])
+
+
+def balanced_class_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
+    """scikit-learn's 'balanced' weights, n / (classes * count); 0 for a class absent from training."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = np.zeros(num_labels, np.float32)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return torch.from_numpy(weights)
+
+
+def combined_features(model: SERForSequenceClassification, pooled: np.ndarray) -> np.ndarray:
+    """`combine_layers` of cached pooled embeddings, on the model's device, back as numpy."""
+    with torch.no_grad():
+        return model.combine_layers(torch.from_numpy(np.asarray(pooled)).to(model.device)).float().cpu().numpy()
+
+
+def fit_population(model: SERForSequenceClassification, train_data: datasets.Dataset, clean_rows: int, seed: int) -> ProfileSampler:
+    """Sets the model's population statistics (over every training row, augmented copies included: the
+    conditions a profile will meet) and reference spread (over the clean clips); the sampler of the training
+    profiles, which draws from the clean clips."""
+    combined = combined_features(model, train_data["pooled_embeddings"])
+    model.set_population(torch.from_numpy(combined).to(model.device))
+    speakers, labels = list(train_data["speaker"])[:clean_rows], list(train_data["label"])[:clean_rows]
+    std = model.population_std.detach().cpu().numpy()
+    model.config.reference_spread = reference_spread(combined[:clean_rows], speakers, std)
+    return ProfileSampler(combined[:clean_rows], speakers, labels, model, seed)
+
+
+# Shrinkage strengths tried on the validation speakers (pseudo-clips of the population a profile is weighed against).
+PRIORS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+def tune_and_report_adaptation(model, data, features, split: Split, labels: list[str], seed: int) -> dict:
+    """Picks `profile_prior_clips` on the validation speakers (the best mean accuracy with profiles of all of a
+    speaker's clips and of 16 random ones; profiles of 2-4 clips never act, see `profile_offset_clips`), then
+    reports every condition on the test speakers."""
+
+    def part(rows):
+        selected = features.select(rows)
+        x = combined_features(model, data.select(rows)["pooled_embeddings"])
+        return x, np.asarray(selected["label"]), list(selected["speaker"])
+
+    val = part(split.validation)
+    tried = {}
+    for prior in PRIORS:
+        model.config.profile_prior_clips = prior
+        r = adaptation_report(model, *val, labels, seed)
+        tried[prior] = r
+    score = {p: np.mean([r[k]["accuracy"] for k in ("all", "random_16")]) for p, r in tried.items()}
+    model.config.profile_prior_clips = max(score, key=score.get)
+    report = adaptation_report(model, *part(split.test), labels, seed)
+    report["profile_prior_clips"] = model.config.profile_prior_clips
+    report["validation"] = {str(p): {k: v["accuracy"] for k, v in r.items() if isinstance(v, dict) and "accuracy" in v} for p, r in tried.items()}
+    return report
 
 
 def recipe_fingerprint(labels: list[str], model_args, data_args, training_args) -> str:
@@ -383,7 +525,12 @@ def describe_mode(model: SERForSequenceClassification) -> str:
 
 def describe_extras(model_args: ModelArguments) -> dict:
     return {
-        "augmentation": AugmentationConfig(conditions=model_args.augment_conditions).describe() if model_args.augment else None,
+        "augmentation": (
+            AugmentationConfig(conditions=model_args.augment_conditions).describe()
+            + (f"; {model_args.augment_copies} augmented copies of each training clip, embedded once" if model_args.augment_copies else "")
+        )
+        if model_args.augment
+        else None,
         "auxiliary_target": (
             f"{FEATURE_SET}, z-scored on the training speakers, weight {model_args.auxiliary_egemaps_weight:g}; "
             "training only (not in the saved model)"

@@ -37,6 +37,18 @@ def per_corpus_mean_std(folds: list[dict]) -> dict:
     return out
 
 
+def adaptation_mean_std(reports: list[dict]) -> dict:
+    """Mean and standard deviation over the folds of each reference condition's accuracy and UAR."""
+    conditions = [k for k, v in reports[0].items() if isinstance(v, dict) and "accuracy" in v]
+    out = {
+        c: {f"{m}_{stat}": float(fn([r[c][m] for r in reports])) for m in ("accuracy", "uar") for stat, fn in (("mean", np.mean), ("std", np.std))}
+        for c in conditions
+    }
+    out["references"] = reports[0].get("references")
+    out["profile_prior_clips"] = [r.get("profile_prior_clips") for r in reports]
+    return out
+
+
 def hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
@@ -70,6 +82,9 @@ def assemble_results(
         "model": {
             "name": name,
             "backbone": model_args.model_name_or_path if not model_args.backbone_config else "random init",
+            "speaker_adaptation": bool(config.speaker_adaptation),
+            "profile_prior_clips": config.profile_prior_clips if config.speaker_adaptation else None,
+            "profile_offset_clips": config.profile_offset_clips if config.speaker_adaptation else None,
             "pretrained_backbone": not model_args.backbone_config,
             "backbone_type": config.backbone_config.model_type,
             "hidden_size": config.hidden_size,
@@ -93,6 +108,7 @@ def assemble_results(
             "learning_rate": training_args.learning_rate,
             "weight_decay": training_args.weight_decay,
             "seed": training_args.seed,
+            "class_weights": runs[0].get("class_weights"),
             "world_size": training_args.world_size,
             "hardware": hardware(),
             "train_time_s": sum(r["train_time_s"] for r in runs),
@@ -104,6 +120,8 @@ def assemble_results(
         run = runs[0]
         results.update(split=run["split"], split_summary=run["split"]["summary"], validation=run["validation"], test=run["test"])
         results["calibration"] = run.get("calibration")
+        if run.get("adaptation"):
+            results["adaptation"] = run["adaptation"]
     else:
         mean, std = mean_std(runs)
         results.update(
@@ -112,8 +130,10 @@ def assemble_results(
             test=mean,
             test_std=std,
             test_per_corpus=per_corpus_mean_std(runs),
-            folds=[{k: r[k] for k in ("split", "validation", "test")} for r in runs],
+            folds=[{k: r.get(k) for k in ("split", "validation", "test", "adaptation")} for r in runs],
         )
+        if all(r.get("adaptation") for r in runs):
+            results["adaptation"] = adaptation_mean_std([r["adaptation"] for r in runs])
         if all(r.get("calibration") for r in runs):
             results["calibration"] = [r["calibration"] for r in runs]
     return results

@@ -3,7 +3,8 @@
 
 Every reader returns records with the same keys:
 
-- `audio`: a file path, or the encoded bytes of a Hub dataset row;
+- `audio`: a file path, or an `ArrowAudio` reference to a row of a `datasets` dataset (its encoded bytes stay in
+  the dataset's memory-mapped Arrow file until a clip is read: memory does not grow with the corpus);
 - `label`: the label string as the corpus names it (mapped to model labels later, see `apply_label_map`);
 - `speaker`: a string namespaced by corpus (`ravdess:07`, `emodb:03`), so that speakers of two corpora never merge;
 - `sex`: `"male"`, `"female"` or `"unknown"` (splits balance sexes only where they are known);
@@ -34,6 +35,30 @@ SEXES = ("male", "female")
 
 class DataError(ValueError):
     """A data source that cannot be used as given; the message names the source and the problem."""
+
+
+class ArrowAudio:
+    """A clip of a `datasets` dataset, by row: `read()` gives its encoded bytes (or its path) when needed.
+
+    The dataset is memory-mapped from its Arrow cache files, and pickles as their paths, so a list of these
+    references costs a few bytes per clip in any process, however large the corpus."""
+
+    __slots__ = ("dataset", "index", "name")
+
+    def __init__(self, dataset, index: int, name: str):
+        self.dataset, self.index, self.name = dataset, index, name
+
+    def read(self) -> bytes | str:
+        audio = self.dataset[self.index][self.dataset.column_names[0]]
+        return audio["bytes"] if audio.get("bytes") else audio["path"]
+
+    def __repr__(self) -> str:
+        return f"ArrowAudio({self.name or self.index})"
+
+
+def audio_source(audio) -> bytes | str:
+    """What a record's `audio` holds, as `load_audio` takes it: a path or encoded bytes."""
+    return audio.read() if isinstance(audio, ArrowAudio) else audio
 
 
 # RAVDESS: modality-channel-emotion-intensity-statement-repetition-actor, e.g. 03-01-05-01-02-01-12.wav.
@@ -182,6 +207,7 @@ def load_hub_records(
     """Records from any dataset `datasets.load_dataset` reads (a Hub id, a local parquet folder or an
     audiofolder with a `metadata.csv`), and the label names when the label column is a `ClassLabel`."""
     import datasets
+    import pyarrow.compute as pc
 
     try:
         dataset = datasets.load_dataset(dataset_name, config_name, split=split, cache_dir=cache_dir)
@@ -201,13 +227,23 @@ def load_hub_records(
     label_feature = dataset.features[label_column]
     names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
     corpus = Path(dataset_name.rstrip("/")).name.lower() or "dataset"
+    # The rows are read without their audio (only its file name), and each record points at its row: the encoded
+    # bytes stay in the memory-mapped Arrow files until a clip is decoded.
+    audio_only = dataset.select_columns([audio_column])
+    # Chunk by chunk: a struct's field is a view, where combining the chunks would copy every clip's bytes.
+    file_names = [
+        os.path.basename(p or "")
+        for chunk in dataset.data.column(audio_column).chunks
+        for p in pc.struct_field(chunk, "path").to_pylist()
+    ]
+    meta_columns = [c for c in dict.fromkeys([label_column, speaker_column, sex_column]) if c and c in dataset.column_names]
+    meta = dataset.select_columns(meta_columns)
     records, unlabelled = [], 0
-    for index, row in enumerate(dataset):
+    for index, row in enumerate(meta):
         if names is not None and row[label_column] is not None and row[label_column] < 0:
             unlabelled += 1  # ClassLabel's -1: a row without a label
             continue
-        audio = row[audio_column]
-        file_name = os.path.basename(audio.get("path") or "")
+        file_name = file_names[index]
         info = parse_ravdess_name(file_name) or {}  # RAVDESS mirrors: speaker and sex from the file name
         if speaker_column in row and row[speaker_column] not in (None, ""):
             speaker = f"{corpus}:{row[speaker_column]}"
@@ -220,7 +256,7 @@ def load_hub_records(
             raise DataError(f"--dataset_name {dataset_name}, row {index}: no label")
         records.append(
             {
-                "audio": audio["bytes"] if audio.get("bytes") else audio["path"],
+                "audio": ArrowAudio(audio_only, index, file_name),
                 "label": names[raw_label] if names else str(raw_label),
                 "speaker": speaker,
                 "sex": _sex(row.get(sex_column) if sex_column else info.get("sex"), f"--dataset_name {dataset_name}, row {index}"),

@@ -10,6 +10,11 @@ uncertainty flag.
     classifier("call.wav", top_k=None)                          # [{"label": ..., "score": ...}, ...]
     classifier("call.wav", candidate_labels=["angry", "happy", "neutral", "sad"])   # renormalized over these
     classifier("call.wav", details=True)   # + "uncertain", "duration_s", "timeline", "quality" (SNR, bandwidth, ...)
+
+Speaker adaptation (models trained with it): `reference_audio=[...]` (a few recordings of the same voice, any mood)
+or `speaker_profile=` (a `SpeakerProfile`, or the path of one saved as JSON) classifies relative to that voice;
+`pipeline.build_profile([...])` makes a profile to reuse. A long recording adapts to its own speech segments unless
+`self_adapt=False`; `details=True` says which was used ("adaptation").
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from transformers.pipelines.audio_classification import AudioClassificationPipel
 
 from .audio import AudioError, load_audio, prepare_waveform
 from .inference import SERClassifier, check_candidate_labels
+from .profile import SpeakerProfile
 
 
 class SERAudioClassificationPipeline(AudioClassificationPipeline):
@@ -34,16 +40,34 @@ class SERAudioClassificationPipeline(AudioClassificationPipeline):
 
     # (transformers 5 returns every label when `top_k` is not given; pass `top_k=5` for the five most likely.)
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.classifier = SERClassifier(self.model, self.feature_extractor)
+    @property
+    def classifier(self) -> SERClassifier:
+        # Built on first use: `_sanitize_parameters` runs inside `__init__` (for arguments given at construction,
+        # such as reference_audio) before anything could be set after it.
+        if getattr(self, "_classifier", None) is None:
+            self._classifier = SERClassifier(self.model, self.feature_extractor)
+        return self._classifier
 
     def check_model_type(self, supported_models):
         # transformers' list of audio classifiers does not name this model type; the config's custom_pipelines does.
         if getattr(self.model.config, "model_type", None) != "ser":
             super().check_model_type(supported_models)
 
-    def _sanitize_parameters(self, top_k=None, function_to_apply=None, candidate_labels=None, details=None, **kwargs):
+    def build_profile(self, references: list, names: list[str] | None = None) -> SpeakerProfile:
+        """A speaker profile from a few recordings of one voice (files, bytes or arrays at the model's rate)."""
+        return self.classifier.build_profile(references, names)
+
+    def _sanitize_parameters(
+        self,
+        top_k=None,
+        function_to_apply=None,
+        candidate_labels=None,
+        details=None,
+        speaker_profile=None,
+        reference_audio=None,
+        self_adapt=None,
+        **kwargs,
+    ):
         if function_to_apply not in (None, "softmax"):
             raise ValueError("this pipeline returns calibrated softmax probabilities; function_to_apply must be 'softmax'")
         preprocess, forward, postprocess = super()._sanitize_parameters(top_k=top_k, **kwargs)
@@ -52,6 +76,22 @@ class SERAudioClassificationPipeline(AudioClassificationPipeline):
             forward["candidate_labels"] = check_candidate_labels(labels, candidate_labels)
         if details is not None:
             postprocess["details"] = forward["quality"] = bool(details)
+        if speaker_profile is not None and reference_audio is not None:
+            raise ValueError("give speaker_profile or reference_audio, not both")
+        if reference_audio is not None:
+            if isinstance(reference_audio, (str, bytes, os.PathLike, np.ndarray, dict)):
+                reference_audio = [reference_audio]  # one recording, not a list of characters
+            forward["profile"] = self.build_profile(list(reference_audio))
+        elif speaker_profile is not None:
+            if hasattr(speaker_profile, "to_dict"):  # a SpeakerProfile, also from another copy of this code
+                profile = SpeakerProfile.from_dict(speaker_profile.to_dict())
+            elif isinstance(speaker_profile, dict):
+                profile = SpeakerProfile.from_dict(speaker_profile)
+            else:
+                profile = SpeakerProfile.load(speaker_profile)
+            forward["profile"] = profile
+        if self_adapt is not None:
+            forward["self_adapt"] = bool(self_adapt)
         return preprocess, forward, postprocess
 
     def preprocess(self, inputs: Any):
@@ -75,9 +115,11 @@ class SERAudioClassificationPipeline(AudioClassificationPipeline):
             )
         return {"ser_waveform": wave, "ser_name": name}
 
-    def _forward(self, model_inputs, candidate_labels=None, quality=False):
+    def _forward(self, model_inputs, candidate_labels=None, quality=False, profile=None, self_adapt=True):
         wave, name = model_inputs["ser_waveform"], model_inputs["ser_name"]
-        prediction = self.classifier.classify(wave, candidate_labels=candidate_labels, name=name, quality=quality)
+        prediction = self.classifier.classify(
+            wave, candidate_labels=candidate_labels, name=name, quality=quality, profile=profile, self_adapt=self_adapt
+        )
         return {"ser_prediction": prediction}
 
     def postprocess(self, model_outputs, top_k=5, function_to_apply=None, details=False):
@@ -94,6 +136,7 @@ class SERAudioClassificationPipeline(AudioClassificationPipeline):
             "duration_s": prediction.duration_s,
             "timeline": prediction.timeline(),
             "quality": prediction.quality.to_dict() if prediction.quality else None,
+            "adaptation": prediction.adaptation,
         }
 
 

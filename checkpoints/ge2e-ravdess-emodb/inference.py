@@ -25,6 +25,7 @@ from .audio import DEFAULT_MAX_DURATION_S, AudioError, AudioSource, _describe, c
 from .configuration_ser import SERConfig
 from .feature_extraction_ser import SERFeatureExtractor
 from .modeling_ser import SERForSequenceClassification
+from .profile import ProfileError, SpeakerProfile
 from .quality import InputQuality, assess
 from .speech import (
     MusicWithoutVoiceError,
@@ -38,17 +39,38 @@ from .streaming import LiveSession, LiveUpdate
 
 
 @torch.inference_mode()
-def probabilities(model, inputs: BatchFeature) -> np.ndarray:
-    """Softmax over the model's logits for a prepared batch (`input_values`, `attention_mask`)."""
+def probabilities(model, inputs: BatchFeature, speaker_center: torch.Tensor | None = None) -> np.ndarray:
+    """Softmax over the model's logits for a prepared batch (`input_values`, `attention_mask`), relative to a
+    speaker's centre (`SERForSequenceClassification.speaker_center`) when one is given."""
     inputs = inputs.to(model.device)
     if model.dtype != torch.float32:
         inputs["input_values"] = inputs["input_values"].to(model.dtype)
-    return model(**inputs).logits.float().softmax(dim=-1).cpu().numpy()
+    extra = {} if speaker_center is None else {"speaker_center": speaker_center}
+    return model(**inputs, **extra).logits.float().softmax(dim=-1).cpu().numpy()
 
 
-def predict_proba(model, feature_extractor: SERFeatureExtractor, waves: list[np.ndarray]) -> np.ndarray:
+def predict_proba(
+    model, feature_extractor: SERFeatureExtractor, waves: list[np.ndarray], speaker_center: torch.Tensor | None = None
+) -> np.ndarray:
     """Softmax probabilities `(len(waves), num_labels)` for 16 kHz mono waveforms, run as one padded batch."""
-    return probabilities(model, feature_extractor(waves, return_tensors="pt"))
+    return probabilities(model, feature_extractor(waves, return_tensors="pt"), speaker_center)
+
+
+@torch.inference_mode()
+def embed_features(model, feature_extractor: SERFeatureExtractor, waves: list[np.ndarray]) -> np.ndarray:
+    """The pooled features `(len(waves), num_pooled_layers, pooled_size)` of `model.embed`."""
+    inputs = feature_extractor(waves, return_tensors="pt").to(model.device)
+    return model.embed(inputs["input_values"].to(model.dtype), inputs.get("attention_mask")).float().cpu().numpy()
+
+
+@torch.inference_mode()
+def profile_features(model, pooled: np.ndarray) -> np.ndarray:
+    """`(clips, num_pooled_layers, pooled_size)` -> `(clips, pooled_size)`: what the head reads, and a profile averages."""
+    return model.combine_layers(torch.from_numpy(pooled).to(model.device, model.dtype)).float().cpu().numpy()
+
+
+def supports_profiles(model) -> bool:
+    return bool(getattr(model.config, "speaker_adaptation", False)) and hasattr(model, "embed")
 
 
 def window_spans(num_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
@@ -106,6 +128,8 @@ class Prediction:
     windows: list[WindowPrediction] = field(default_factory=list)
     uncertain: bool = False
     quality: InputQuality | None = None
+    adaptation: str | None = None  # the speaker profile used, if any (see `predict_long`)
+    adaptation_weight: float = 0.0  # how far that profile moved the centre (0: answered as without one)
 
     @property
     def score(self) -> float:
@@ -159,6 +183,8 @@ def predict_long(
     name: str | None = None,
     candidate_labels: list[str] | None = None,
     segments: list[SpeechSegment] | None = None,
+    profile: SpeakerProfile | None = None,
+    self_adapt: bool = False,
 ) -> Prediction:
     """Classifies audio of any length with the policy of this module (a 16 kHz waveform or anything `load_audio`
     reads).
@@ -170,6 +196,11 @@ def predict_long(
     the mean of the pieces' probabilities weighted by their duration, silent pieces excluded. `candidate_labels`
     restricts every answer to those labels, renormalized. `name` (default: the file's name, or "audio") is how
     error messages refer to the input.
+
+    Speaker adaptation (models with `config.speaker_adaptation`): every piece is classified relative to `profile`
+    (a `SpeakerProfile` of the speaker); or, with `self_adapt` and no profile, relative to a profile of the
+    recording's own pieces when it has at least `config.profile_min_clips` of them (one speaker assumed).
+    `Prediction.adaptation` says which was used.
     """
     window_s = feature_extractor.window_s if window_s is None else window_s
     hop_s = feature_extractor.hop_s if hop_s is None else hop_s
@@ -195,13 +226,6 @@ def predict_long(
 
     windows: list[WindowPrediction] = []
     voiced: list[tuple[int, tuple[int, int]]] = []
-
-    def flush() -> None:
-        probs = predict_proba(model, feature_extractor, [wave[s:e] for _, (s, e) in voiced])
-        for (index, _), p in zip(voiced, probs):
-            windows[index].scores = restrict(dict(zip(labels, p.tolist())), candidates)
-        voiced.clear()
-
     for start, end in spans:
         windows.append(WindowPrediction(start / sr, end / sr, None))
         try:
@@ -209,11 +233,37 @@ def predict_long(
         except AudioError:
             continue  # silent or too short: no prediction for this piece
         voiced.append((len(windows) - 1, (start, end)))
-        if len(voiced) == batch_size:
-            flush()
-    if voiced:
-        flush()
-    return aggregate(windows, candidates or labels, len(wave) / sr, model.config.uncertainty_threshold, name)
+
+    adaptation = None
+    if profile is not None and not supports_profiles(model):
+        raise ProfileError("this model takes no speaker profile (it was trained without speaker adaptation)")
+    if (profile is not None or self_adapt) and supports_profiles(model) and voiced:
+        # Features first, then the head relative to the speaker: the backbone runs once per piece either way.
+        pooled = np.concatenate([
+            embed_features(model, feature_extractor, [wave[s:e] for _, (s, e) in voiced[i : i + batch_size]])
+            for i in range(0, len(voiced), batch_size)
+        ])  # fmt: skip
+        if profile is None and len(voiced) >= model.config.profile_min_clips:
+            seconds = sum(e - s for _, (s, e) in voiced) / sr
+            profile = SpeakerProfile.from_features(model, profile_features(model, pooled), seconds, [name])
+            adaptation = f"self: {len(voiced)} pieces of this recording (weight {profile.weight(model.config):.2f})"
+        elif profile is not None:
+            adaptation = profile.describe(model.config)
+        center = model.speaker_center(profile) if profile is not None else None
+        with torch.inference_mode():
+            logits = model.classify(torch.from_numpy(pooled).to(model.device, model.dtype), speaker_center=center).logits
+        for (index, _), p in zip(voiced, logits.float().softmax(-1).cpu().numpy()):
+            windows[index].scores = restrict(dict(zip(labels, p.tolist())), candidates)
+    else:
+        for i in range(0, len(voiced), batch_size):
+            chunk = voiced[i : i + batch_size]
+            probs = predict_proba(model, feature_extractor, [wave[s:e] for _, (s, e) in chunk])
+            for (index, _), p in zip(chunk, probs):
+                windows[index].scores = restrict(dict(zip(labels, p.tolist())), candidates)
+    prediction = aggregate(windows, candidates or labels, len(wave) / sr, model.config.uncertainty_threshold, name)
+    prediction.adaptation = adaptation
+    prediction.adaptation_weight = profile.weight(model.config) if profile is not None else 0.0
+    return prediction
 
 
 def aggregate(windows: list[WindowPrediction], labels: list[str], duration_s: float, threshold: float, name: str) -> Prediction:
@@ -306,10 +356,14 @@ class SERClassifier:
         max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
         name: str | None = None,
         quality: bool = False,
+        profile: SpeakerProfile | None = None,
+        self_adapt: bool = True,
     ) -> Prediction:
         """A file (or its bytes) of any length; `AudioError` (`NoSpeechError` for no speech) when it cannot be."""
         wave = self.load_audio(source, max_duration_s)
-        return self.classify(wave, candidate_labels=candidate_labels, name=name or _describe(source), quality=quality)
+        return self.classify(
+            wave, candidate_labels=candidate_labels, name=name or _describe(source), quality=quality, profile=profile, self_adapt=self_adapt
+        )
 
     def classify(
         self,
@@ -319,10 +373,15 @@ class SERClassifier:
         name: str = "audio",
         segments: list[SpeechSegment] | None = None,
         quality: bool | InputQuality = False,
+        profile: SpeakerProfile | None = None,
+        self_adapt: bool = True,
     ) -> Prediction:
         """A waveform of any length: mono or multi-channel, at `sampling_rate` (default: the model's), resampled.
         `quality=True` adds the input-quality report (SNR, bandwidth, clipping, level), read from the same speech
-        detection (from a Silero pass of its own when segments are given or the model does not detect speech)."""
+        detection (from a Silero pass of its own when segments are given or the model does not detect speech).
+        `profile` (from `build_profile`) classifies relative to that speaker; without one, a long recording
+        of a model with speaker adaptation adapts to its own speech segments unless `self_adapt=False`
+        (`Prediction.adaptation` says which was used)."""
         if isinstance(wave, torch.Tensor):
             wave = wave.detach().cpu().numpy()
         wave = np.asarray(wave)
@@ -337,10 +396,59 @@ class SERClassifier:
                 probs = speech_probabilities(wave, self.sampling_rate)
             report = self.assess(wave, probs)
         prediction = predict_long(
-            self.model, self.feature_extractor, wave, name=name, candidate_labels=candidate_labels, segments=segments
-        )
+            self.model, self.feature_extractor, wave, name=name, candidate_labels=candidate_labels, segments=segments,
+            profile=profile, self_adapt=self_adapt,
+        )  # fmt: skip
         prediction.quality = report
         return prediction
+
+    @property
+    def adapts_to_speakers(self) -> bool:
+        """Whether the model takes speaker profiles (`config.speaker_adaptation`)."""
+        return supports_profiles(self.model)
+
+    def build_profile(
+        self, references: list, names: list[str] | None = None, segments: list[list[SpeechSegment] | None] | None = None
+    ) -> SpeakerProfile:
+        """A speaker profile from reference recordings of one voice, in any mood and unlabelled: files, their bytes
+        or waveforms at the model's rate. Each is cut into pieces by the policy (a short clip is one piece, a long
+        recording its speech segments); `ProfileError` when there are fewer than `config.profile_min_clips`
+        pieces, `AudioError` for a reference without speech. `segments`: their speech segments, when the caller
+        has already detected them."""
+        names = names or [_describe(r) if not isinstance(r, np.ndarray) else f"reference {i + 1}" for i, r in enumerate(references)]
+        features, seconds = self.reference_features(references, names, segments)
+        return SpeakerProfile.from_features(self.model, features, seconds, names)
+
+    def reference_features(
+        self, references: list, names: list[str] | None = None, segments: list[list[SpeechSegment] | None] | None = None
+    ) -> tuple[np.ndarray, float]:
+        """The pooled features `(pieces, pooled_size)` of reference recordings' pieces, and their seconds: what
+        `SpeakerProfile.from_features` takes (profiles built up one recording at a time, as the demo does)."""
+        if not self.adapts_to_speakers:
+            raise ProfileError("this model was trained without speaker adaptation: it takes no speaker profile")
+        names = names or [f"reference {i + 1}" for i in range(len(references))]
+        pieces = []
+        window, hop = int(self.feature_extractor.window_s * self.sampling_rate), int(self.feature_extractor.hop_s * self.sampling_rate)
+        for i, (reference, name) in enumerate(zip(references, names)):
+            wave = reference if isinstance(reference, np.ndarray) else self.load_audio(reference)
+            check_waveform(wave, self.sampling_rate, name=name)
+            found = segments[i] if segments is not None and segments[i] is not None else self.detect_speech(wave, name)
+            if found is None or len(wave) <= window:
+                spans = window_spans(len(wave), window, hop)
+            else:
+                spans = speech_spans(found, len(wave), self.sampling_rate, window, hop)
+            for start, end in spans:
+                try:
+                    check_waveform(wave[start:end], self.sampling_rate)
+                except AudioError:
+                    continue
+                pieces.append(wave[start:end])
+        if not pieces:
+            return np.zeros((0, self.model.config.pooled_size), np.float32), 0.0
+        pooled = np.concatenate(
+            [embed_features(self.model, self.feature_extractor, pieces[i : i + self.batch_size]) for i in range(0, len(pieces), self.batch_size)]
+        )
+        return profile_features(self.model, pooled), sum(len(p) for p in pieces) / self.sampling_rate
 
     def assess(self, wave: np.ndarray, probs: np.ndarray) -> InputQuality:
         """The input-quality report of a waveform from its per-frame speech probabilities, worded with the
@@ -360,12 +468,15 @@ class SERClassifier:
         features: list[np.ndarray | None] | None = None,
         segments: list[list[SpeechSegment] | None] | None = None,
         qualities: list[InputQuality | None] | None = None,
+        profile: SpeakerProfile | None = None,
+        self_adapt: bool = True,
     ) -> list[Prediction | AudioError]:
         """Many waveforms at the model's rate: the short ones (one pass) as one padded batch, the long ones by the
         policy. Each result is a `Prediction`, or the `AudioError` that input raised (no speech, silence): one bad
         input never costs the others. `features` (`process_waveform` of the short ones) and `segments` (speech
         detection) may come prepared, e.g. from decoder processes, and so may the input-quality reports
-        (`qualities`), which are attached to the predictions."""
+        (`qualities`), which are attached to the predictions. `profile`: every input is of that speaker (see
+        `classify`)."""
         names = names or [f"audio {i}" for i in range(len(waves))]
         features = features or [None] * len(waves)
         segments = list(segments or [None] * len(waves))
@@ -386,30 +497,46 @@ class SERClassifier:
             else:
                 try:
                     results[i] = self.classify(
-                        wave, candidate_labels=candidates, name=names[i], segments=segments[i], quality=qualities[i] or False
-                    )
+                        wave, candidate_labels=candidates, name=names[i], segments=segments[i], quality=qualities[i] or False,
+                        profile=profile, self_adapt=self_adapt,
+                    )  # fmt: skip
                 except AudioError as err:
                     results[i] = err
+        center = self.speaker_center(profile)
         for chunk in range(0, len(short), self.batch_size):
             batch = short[chunk : chunk + self.batch_size]
             prepared = [features[i] if features[i] is not None else self.feature_extractor.process_waveform(waves[i]) for i in batch]
-            probs = probabilities(self.model, self.feature_extractor.collate(prepared, return_tensors="pt"))
+            probs = probabilities(self.model, self.feature_extractor.collate(prepared, return_tensors="pt"), center)
             for i, p in zip(batch, probs):
                 duration = len(waves[i]) / self.sampling_rate
                 scores = restrict(dict(zip(self.labels, p.tolist())), candidates)
                 windows = [WindowPrediction(0.0, duration, scores)]
                 results[i] = aggregate(windows, candidates or self.labels, duration, self.uncertainty_threshold, names[i])
                 results[i].quality = qualities[i]
+                if profile is not None:
+                    results[i].adaptation = profile.describe(self.model.config)
+                    results[i].adaptation_weight = profile.weight(self.model.config)
         return results
+
+    def speaker_center(self, profile: SpeakerProfile | None) -> torch.Tensor | None:
+        """The model's centre for a profile (None for None); `ProfileError` for a model without adaptation."""
+        if profile is None:
+            return None
+        if not self.adapts_to_speakers:
+            raise ProfileError("this model was trained without speaker adaptation: it takes no speaker profile")
+        return self.model.speaker_center(profile)
 
     def new_stream(self, window_s: float = 4.0, history: int = 300, update_every_s: float = 1.0) -> LiveSession:
         """The state of a live stream: the last `window_s` seconds, classified every `update_every_s` seconds of
         new audio, and a timeline of the last `history` updates."""
         return LiveSession(window_s=window_s, history=history, update_every_s=update_every_s)
 
-    def stream(self, session: LiveSession, sampling_rate: int, chunk: np.ndarray) -> LiveUpdate:
+    def stream(
+        self, session: LiveSession, sampling_rate: int, chunk: np.ndarray, profile: SpeakerProfile | None = None
+    ) -> LiveUpdate:
         """Adds a live chunk (int16 or float, mono or `(samples, channels)`, any rate); when due, classifies the
-        last `window_s` seconds if they hold speech. Between updates it returns the last one."""
+        last `window_s` seconds if they hold speech (relative to `profile` when given). Between updates it returns
+        the last one."""
         session.add(sampling_rate, chunk)
         if not session.due():
             return session.last
@@ -432,7 +559,8 @@ class SERClassifier:
                 list(session.timeline),
             )
             return session.last
-        scores = dict(zip(self.labels, predict_proba(self.model, self.feature_extractor, [session.buffer])[0].tolist()))
+        center = self.speaker_center(profile)
+        scores = dict(zip(self.labels, predict_proba(self.model, self.feature_extractor, [session.buffer], center)[0].tolist()))
         session.timeline.append((round(session.heard_s, 2), scores))
         top = max(scores, key=scores.get)
         session.last = LiveUpdate(
