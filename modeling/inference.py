@@ -423,7 +423,7 @@ class SERClassifier:
         self, references: list, names: list[str] | None = None, segments: list[list[SpeechSegment] | None] | None = None
     ) -> tuple[np.ndarray, float]:
         """The pooled features `(pieces, pooled_size)` of reference recordings' pieces, and their seconds: what
-        `SpeakerProfile.from_features` takes (profiles built up one recording at a time, as the demo does)."""
+        `SpeakerProfile.from_features` takes (for profiles built up one recording at a time)."""
         if not self.adapts_to_speakers:
             raise ProfileError("this model was trained without speaker adaptation: it takes no speaker profile")
         names = names or [f"reference {i + 1}" for i in range(len(references))]

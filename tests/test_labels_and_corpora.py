@@ -89,7 +89,8 @@ def test_four_invented_labels_from_an_audiofolder(tmp_path, cache_dir, audiofold
         reader = csv.DictReader(f)
         rows = list(reader)
     quality = ["snr_db", "bandwidth_hz", "clipping_ratio", "level_dbfs", "quality_note"]
-    assert reader.fieldnames == ["path", "label", "score", "uncertain", *labels, "duration_s", *quality, "error"]
+    adaptation = ["speaker", "adapted", "profile_clips", "adaptation"]
+    assert reader.fieldnames == ["path", "label", "score", "uncertain", *labels, "duration_s", *quality, *adaptation, "error"]
     assert len(rows) == 2 and all(r["label"] in labels and r["error"] == "" for r in rows)
     assert all(sum(float(r[x]) for x in labels) == pytest.approx(1.0, abs=1e-4) for r in rows)
 
