@@ -73,6 +73,8 @@ EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.flac"))
 LIVE_WINDOW_S = 4.0
 LIVE_HISTORY = 300
 LIVE_TIME_LIMIT_S = 600
+# The most pieces (clips or speech segments of a reference) a session's voice profile holds: its state stays small.
+MAX_PROFILE_PIECES = 300
 
 
 def model_note(model_id: str, num_labels: int) -> str:
@@ -186,6 +188,8 @@ def build_demo(model_id: str = DEFAULT_MODEL, limits: Limits = Limits()) -> Limi
         except (AudioError, ProfileError) as err:
             raise gr.Error(str(err)) from None
         voice = voice or {"features": [], "seconds": 0.0, "names": []}
+        if len(voice["features"]) + len(features) > MAX_PROFILE_PIECES:
+            raise gr.Error(f"The voice profile holds {len(voice['features'])} pieces, enough: it takes at most {MAX_PROFILE_PIECES}.")
         voice = {
             "features": voice["features"] + features.tolist(),
             "seconds": voice["seconds"] + seconds,
