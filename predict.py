@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 import csv
 
-from modeling import Prediction, SERClassifier
+from modeling import AudioError, Prediction, SERClassifier
 from modeling.audio import AUDIO_EXTENSIONS
 from modeling.inference import check_candidate_labels
 from modeling.profile import ProfileError
@@ -266,7 +266,7 @@ def classify_speakers(
                 profile = classifier.build_profile(
                     [d.wave for d in ready], [os.path.basename(d.path) for d in ready], segments=[d.segments for d in ready]
                 )
-            except ProfileError as err:
+            except (ProfileError, AudioError) as err:  # too few clips: the speaker's files go on unadapted
                 print(f"speaker {speaker}: not adapted ({err})", file=sys.stderr)
         todo = [d for d in items if d.path not in done]
         classify_group(classifier, todo, store, progress, timeline, labels, speaker, profile, self_adapt)
