@@ -103,6 +103,26 @@ def speech_spans(
     return spans
 
 
+def policy_spans(
+    num_samples: int, sampling_rate: int, window_s: float, hop_s: float, segments: list[SpeechSegment] | None
+) -> list[tuple[int, int]]:
+    """The pieces the policy classifies: audio up to one window in one pass; longer audio by its speech segments
+    (`speech_spans`), or in fixed windows when there are none (a model saved without speech detection)."""
+    window, hop = int(window_s * sampling_rate), int(hop_s * sampling_rate)
+    if segments is None or num_samples <= window:
+        return window_spans(num_samples, window, hop)
+    return speech_spans(segments, num_samples, sampling_rate, window, hop)
+
+
+def is_voiced(piece: np.ndarray, sampling_rate: int) -> bool:
+    """Whether a piece can be classified (not silent, not too short)."""
+    try:
+        check_waveform(piece, sampling_rate)
+    except AudioError:
+        return False
+    return True
+
+
 @dataclass
 class WindowPrediction:
     """One piece of the timeline: a speech segment (or a window of a long one), or a fixed window."""
@@ -215,24 +235,17 @@ def predict_long(
         wave = load_audio(audio, sr)  # checked there
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     candidates = check_candidate_labels(labels, candidate_labels)
-    window, hop = int(window_s * sr), int(hop_s * sr)
-    if getattr(feature_extractor, "speech_detection", False):
-        if segments is None:
-            segments = detect_speech(wave, sr, name)
-        one_pass = len(wave) <= window
-        spans = window_spans(len(wave), window, hop) if one_pass else speech_spans(segments, len(wave), sr, window, hop)
-    else:
-        spans = window_spans(len(wave), window, hop)
+    detects = getattr(feature_extractor, "speech_detection", False)
+    if detects and segments is None:
+        segments = detect_speech(wave, sr, name)
+    spans = policy_spans(len(wave), sr, window_s, hop_s, segments if detects else None)
 
     windows: list[WindowPrediction] = []
     voiced: list[tuple[int, tuple[int, int]]] = []
     for start, end in spans:
         windows.append(WindowPrediction(start / sr, end / sr, None))
-        try:
-            check_waveform(wave[start:end], sr)
-        except AudioError:
-            continue  # silent or too short: no prediction for this piece
-        voiced.append((len(windows) - 1, (start, end)))
+        if is_voiced(wave[start:end], sr):  # silent or too short: no prediction for this piece
+            voiced.append((len(windows) - 1, (start, end)))
 
     adaptation = None
     if profile is not None and not supports_profiles(model):
@@ -428,21 +441,14 @@ class SERClassifier:
             raise ProfileError("this model was trained without speaker adaptation: it takes no speaker profile")
         names = names or [f"reference {i + 1}" for i in range(len(references))]
         pieces = []
-        window, hop = int(self.feature_extractor.window_s * self.sampling_rate), int(self.feature_extractor.hop_s * self.sampling_rate)
+        fe = self.feature_extractor
         for i, (reference, name) in enumerate(zip(references, names)):
             wave = reference if isinstance(reference, np.ndarray) else self.load_audio(reference)
             check_waveform(wave, self.sampling_rate, name=name)
             found = segments[i] if segments is not None and segments[i] is not None else self.detect_speech(wave, name)
-            if found is None or len(wave) <= window:
-                spans = window_spans(len(wave), window, hop)
-            else:
-                spans = speech_spans(found, len(wave), self.sampling_rate, window, hop)
-            for start, end in spans:
-                try:
-                    check_waveform(wave[start:end], self.sampling_rate)
-                except AudioError:
-                    continue
-                pieces.append(wave[start:end])
+            for start, end in policy_spans(len(wave), self.sampling_rate, fe.window_s, fe.hop_s, found):
+                if is_voiced(wave[start:end], self.sampling_rate):
+                    pieces.append(wave[start:end])
         if not pieces:
             return np.zeros((0, self.model.config.pooled_size), np.float32), 0.0
         pooled = np.concatenate(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from modeling.profile import effective_clips
+from modeling.profile import effective_clips, spread_of
 
 from .metrics import full_report
 
@@ -24,8 +24,7 @@ SKEWED_P = 0.5
 
 def center_of(features: np.ndarray, population_mean: np.ndarray, population_std: np.ndarray, config) -> np.ndarray:
     """`SERForSequenceClassification.speaker_center` of the profile of these reference features."""
-    spread = float((features / population_std).std(axis=0).mean())
-    n = effective_clips(len(features), spread, config)
+    n = effective_clips(len(features), spread_of(features, population_std), config)
     weight = n / (n + config.profile_prior_clips) if n > 0 else 0.0
     return weight * features.mean(axis=0) + (1.0 - weight) * population_mean
 
@@ -33,7 +32,7 @@ def center_of(features: np.ndarray, population_mean: np.ndarray, population_std:
 def reference_spread(features: np.ndarray, speakers: list[str], population_std: np.ndarray) -> float:
     """How much one speaker's clips vary, on average over the speakers (`SERConfig.reference_spread`)."""
     speakers = np.asarray(speakers)
-    return float(np.mean([(features[speakers == s] / population_std).std(axis=0).mean() for s in np.unique(speakers)]))
+    return float(np.mean([spread_of(features[speakers == s], population_std) for s in np.unique(speakers)]))
 
 
 class ProfileSampler:

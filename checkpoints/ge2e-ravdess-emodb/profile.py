@@ -19,6 +19,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
+def spread_of(features: np.ndarray, population_std: np.ndarray) -> float:
+    """How much clips vary: the mean standard deviation over them of their features scaled by the population's."""
+    return float((features / population_std).std(axis=0).mean())
+
+
 def effective_clips(num_clips: int, spread: float, config) -> float:
     """How many clips a profile counts as (see `SERConfig.profile_prior_clips` and `profile_offset_clips`)."""
     varied = num_clips * min(1.0, spread / config.reference_spread)
@@ -72,8 +77,7 @@ class SpeakerProfile:
                 f"a speaker profile needs at least {config.profile_min_clips} clips or speech segments, got "
                 f"{len(features)}: one clip cannot tell a voice from its mood"
             )
-        std = model.population_std.detach().float().cpu().numpy()
-        spread = float((features / std).std(axis=0).mean())
+        spread = spread_of(features, model.population_std.detach().float().cpu().numpy())
         return cls(features.mean(axis=0), len(features), float(seconds), spread, model_signature(model), sources)
 
     def effective_clips(self, config) -> float:
