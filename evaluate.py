@@ -4,6 +4,7 @@
     python evaluate.py --model_name_or_path checkpoints/ge2e-ravdess-emodb --emodb_dir ../shared/data/emodb16k \\
         --label_map '{"boredom": null}' --output_dir runs/eval-emodb
     python evaluate.py --model_name_or_path runs/tiny --data_dir ../shared/data/ravdess16k --part test --seed 42
+    accelerate launch --multi_gpu --num_processes 2 evaluate.py --model_name_or_path ... --data_dir ...
 
 Data flags are train.py's, given as flags (--data_dir, --emodb_dir, --manifest, --dataset_name, --label_map,
 split flags and --seed; a training YAML config is not read here).
@@ -11,7 +12,8 @@ split flags and --seed; a training YAML config is not read here).
 the default evaluates every clip. --part validation --fit_temperature calibrates the model: it fits the
 temperature on the run's validation speakers and saves it in the model's config.json (and card). Clips whose labels the model does not have are counted and left out.
 Writes OUTPUT_DIR/eval_results.json (accuracy, f1_macro, ..., per_corpus), the confusion matrix and
-eval_results.md.
+eval_results.md. Under `accelerate launch` (or torchrun) the first process preprocesses the data for all, the processes
+share the clips, and the first one writes the results.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import shlex
 import sys
 
+from accelerate import PartialState
 from transformers import HfArgumentParser
 
 from serving.loading import ModelError
@@ -35,7 +38,8 @@ def main(argv: list[str] | None = None) -> dict:
     eval_args, data_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     results = evaluate_model(eval_args, data_args, command="python evaluate.py " + shlex.join(argv))
-    print(results_markdown(results))
+    if PartialState().is_main_process:  # under `accelerate launch`, one table
+        print(results_markdown(results))
     return results
 
 

@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
     feature_extractor = saved_feature_extractor(model_args) or SERFeatureExtractor(
         noise_reduction=data_args.noise_reduction
     )
-    with training_args.main_process_first(desc="data preprocessing"):
+    # The first process of the whole run (of every machine) reads and preprocesses into the cache; the others then
+    # read that cache (a machine that does not share the cache folder preprocesses for itself).
+    with training_args.main_process_first(desc="data preprocessing", local=False):
         records, labels, data_info = load_records(data_args)
         records = subsample(records, data_args.max_clips, training_args.seed)
         label2id = {label: i for i, label in enumerate(labels)}

@@ -2,6 +2,7 @@
 files, and records point at its rows instead of holding their audio."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -69,3 +70,71 @@ def test_loading_a_parquet_dataset_does_not_grow_with_its_size(data_dir, tmp_pat
     assert (small_clips, large_clips) == (1200, 4800)
     # Holding every clip's bytes in the records, as before, added about 1.6x the encoded size: 200 MB more here.
     assert large < small * 1.25, (small, large)
+
+
+def launch(*args: str, cwd=REPO, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`accelerate launch` of a script; torch.distributed processes over gloo on the CPU (accelerate 1.x runs
+    `--cpu --num_processes N` as one process unless MPI is set up, so the --multi_gpu launcher with --use_cpu)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def decoded_by(log: str) -> tuple[int, int, int]:
+    """How many processes decoded the clips as the run's first process, read them from its cache, or decoded them
+    again themselves."""
+    return log.count("decoded, denoised and normalized"), log.count("read from the cache"), log.count("clips itself")
+
+
+def test_two_machines_preprocess_once_and_share_the_embedding_cache(tmp_path, data_dir):
+    """Two local "machines" of one process each, started as multi-node `accelerate launch` commands: the first
+    machine's process decodes the clips, the other reads its cache, and each computes its share of the frozen
+    backbone's embedding shards."""
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    port = str(29500 + os.getpid() % 1000)
+    train_args = [
+        "train.py", "--model_name_or_path", "ge2e", "--pooling", "mean_std", "--freeze_backbone", "true",
+        "--augment", "true", "--augment_copies", "1", "--data_dir", str(data_dir), "--max_clips", "96",
+        "--embedding_shard_rows", "16", "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
+        "--eval_strategy", "epoch", "--save_strategy", "no", "--report_to", "none", "--output_dir", str(out),
+        "--preprocessing_cache_dir", str(cache), "--use_cpu", "true",
+    ]  # fmt: skip
+    machines = [
+        subprocess.Popen(
+            [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--mixed_precision", "no",
+             "--dynamo_backend", "no", "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
+             "--main_process_ip", "127.0.0.1", "--main_process_port", port, *train_args],
+            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    logs = [m.communicate(timeout=600)[0] for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    assert decoded_by(logs[0]) == (1, 0, 0) and decoded_by(logs[1]) == (0, 1, 0), logs
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["training"]["world_size"] == 2
+    # Every clip's embedding and one augmented copy of every training clip, in shards of 16 rows.
+    for rank, log in enumerate(logs):  # each machine's process computed its half of every cache
+        assert f"process {rank} computed 3 of the 6 embeddings shards" in log, log[-3000:]
+    shards = sorted(p.parent.name.split("-")[0] for p in cache.glob("*/shard-*.arrow"))
+    assert shards.count("embeddings") == -(-results["data"]["clips"] // 16), shards
+    assert shards.count("augmented") == -(-results["split"]["sizes"]["train"] // 16), shards
+
+
+def test_evaluate_under_two_processes_preprocesses_once_and_gives_the_same_results(tmp_path, data_dir):
+    from conftest import BUNDLED
+
+    common = ["--model_name_or_path", str(BUNDLED), "--data_dir", str(data_dir), "--max_clips", "64"]
+    alone = subprocess.run(
+        [sys.executable, "evaluate.py", *common, "--preprocessing_cache_dir", str(tmp_path / "c1"), "--output_dir", str(tmp_path / "one")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    two = launch("--num_processes", "2", "--num_machines", "1", "evaluate.py", *common, "--use_cpu", "true",
+                 "--preprocessing_cache_dir", str(tmp_path / "c2"), "--output_dir", str(tmp_path / "two"))  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert decoded_by(two.stderr) == (1, 1, 0), two.stderr[-3000:]
+    one, both = (json.loads((tmp_path / name / "eval_results.json").read_text()) for name in ("one", "two"))
+    assert both["data"]["clips"] == one["data"]["clips"] == 64
+    assert both["confusion_matrix"] == one["confusion_matrix"] and both["accuracy"] == one["accuracy"]
+    assert two.stdout.count("# Evaluation of") == 1  # one table, from the first process

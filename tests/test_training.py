@@ -271,8 +271,8 @@ def test_ravdess_folder_skips_names_off_the_layout(tmp_path, data_dir, caplog):
         scan_ravdess_folder(tmp_path / "missing")
 
 
-def test_accelerate_launch_two_cpu_processes(tmp_path, cache_dir):
-    out = tmp_path / "ddp"
+def test_accelerate_launch_two_cpu_processes(tmp_path):
+    out, cache_dir = tmp_path / "ddp", str(tmp_path / "cache")  # a cache of its own: this run must decode
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [
@@ -286,6 +286,8 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, cache_dir):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
+    # The first process decoded the clips; the other read its cache (and so had nothing to say about it).
+    assert result.stderr.count("decoded, denoised and normalized 96 clips") == 1 and "clips itself" not in result.stderr
     saved = json.loads((out / "all_results.json").read_text())
     assert saved["training"]["world_size"] == 2
     assert saved["training"]["batch_size"] == 2 * 16  # per-device batch times processes

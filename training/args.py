@@ -44,6 +44,13 @@ class ModelArguments:
         metadata={"help": "Train the head only, on pooled embeddings computed once (the write-up's method)."},
     )
     embedding_batch_size: int = field(default=8)
+    embedding_shard_rows: int = field(
+        default=1024,
+        metadata={
+            "help": "Frozen backbone: clips per file of the embedding cache (memory-mapped Arrow shards; under "
+            "`accelerate launch` each process computes its share of the shards)."
+        },
+    )
     augment: bool = field(
         default=False,
         metadata={

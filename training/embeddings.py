@@ -1,8 +1,10 @@
-"""The frozen-backbone mode: pooled embeddings computed once per backbone and data, cached on disk."""
+"""The frozen-backbone mode: pooled embeddings computed once per backbone and data, cached on disk in memory-mapped
+Arrow shards (each process of a distributed run computes its share)."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,13 +13,17 @@ import datasets
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from accelerate import PartialState
+from datasets.arrow_writer import ArrowWriter
 from transformers import TrainingArguments
 
 from modeling import SERForSequenceClassification
 
 from serving.files import atomic_path
 
-EMBEDDINGS_VERSION = "2"
+EMBEDDINGS_VERSION = "3"
+
+logger = logging.getLogger(__name__)
 
 
 def backbone_fingerprint(model: SERForSequenceClassification) -> str:
@@ -40,18 +46,24 @@ def pads_alike_inference(model: SERForSequenceClassification) -> bool:
 
 @torch.inference_mode()
 def extract_embeddings(
-    model: SERForSequenceClassification, dataset: datasets.Dataset, collate: Callable, batch_size: int, device: torch.device
+    model: SERForSequenceClassification,
+    dataset,
+    collate: Callable,
+    batch_size: int,
+    device: torch.device,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Runs the frozen backbone once over the data; batches are formed by length to keep padding small, and
-    hold one clip each where padding would change the features."""
+    """Runs the frozen backbone once over `rows` of the data (all of them by default), in that order; batches are
+    formed by length to keep padding small, and hold one clip each where padding would change the features."""
     model.eval().to(device)
     if not pads_alike_inference(model):
         batch_size = 1
-    order = np.argsort(dataset["length"])
-    out = np.zeros((len(dataset), model.config.num_pooled_layers, model.config.pooled_size), np.float32)
+    rows = np.arange(len(dataset)) if rows is None else np.asarray(rows)
+    order = np.argsort(np.asarray(dataset["length"])[rows], kind="stable")
+    out = np.zeros((len(rows), model.config.num_pooled_layers, model.config.pooled_size), np.float32)
     for start in tqdm(range(0, len(order), batch_size), desc="Extracting embeddings", unit="batch"):
         idx = order[start : start + batch_size]
-        batch = collate([dataset[int(i)] for i in idx])
+        batch = collate([dataset[int(rows[i])] for i in idx])
         out[idx] = model.embed(batch["input_values"].to(device), batch["attention_mask"].to(device)).float().cpu().numpy()
     return out
 
@@ -63,17 +75,15 @@ def cached_embeddings(
     batch_size: int,
     training_args: TrainingArguments,
     cache_dir: Path,
+    shard_rows: int = 1024,
 ) -> tuple[datasets.Dataset, float]:
-    """The dataset with a `pooled_embeddings` column, computed once per backbone and data (cached on disk)."""
-    embeddings, elapsed = _cached(
-        cache_dir, "embeddings", _key(model, features), training_args,
-        lambda: extract_embeddings(model, features, collate, batch_size, training_args.device),
+    """The dataset with a `pooled_embeddings` column, computed once per backbone and data (cached on disk, in
+    memory-mapped shards)."""
+    embeddings, elapsed = sharded_cache(
+        cache_dir, "embeddings", _key(model, features), len(features), model,
+        lambda rows: extract_embeddings(model, features, collate, batch_size, training_args.device, rows), shard_rows,
     )  # fmt: skip
-    column = datasets.Dataset.from_dict(
-        {"pooled_embeddings": embeddings},
-        features=datasets.Features({"pooled_embeddings": datasets.Array2D(embeddings.shape[1:], "float32")}),
-    )
-    table = datasets.concatenate_datasets([features.remove_columns("input_values"), column], axis=1)
+    table = datasets.concatenate_datasets([features.remove_columns("input_values"), embeddings], axis=1)
     return table.with_format("numpy", columns=["pooled_embeddings", "label"]), elapsed
 
 
@@ -104,18 +114,23 @@ def augmented_embeddings(
     batch_size: int,
     training_args: TrainingArguments,
     cache_dir: Path,
-) -> tuple[np.ndarray, float]:
-    """`(copies, rows, num_pooled_layers, pooled_size)` embeddings of augmented copies of every row of `features`
-    (copy `c` of row `i` is the augmenter's draw for epoch `c + 1` and index `i`), cached on disk (`features` are
-    the split's training rows, whose babble comes from the same training speakers)."""
-    key = _key(model, features, f"{augmenter.config!r}-{augmenter.seed}-{augmenter.babble_key}-{copies}")
-    return _cached(
-        cache_dir, "augmented", key, training_args,
-        lambda: np.stack([
-            extract_embeddings(model, _AugmentedView(features, augmenter, c + 1), collate, batch_size, training_args.device)
-            for c in range(copies)
-        ]),
-    )  # fmt: skip
+    shard_rows: int = 1024,
+) -> tuple[list[datasets.Dataset], float]:
+    """Embeddings of `copies` augmented copies of every row of `features`, one memory-mapped dataset per copy
+    (copy `c` of row `i` is the augmenter's draw for epoch `c + 1` and index `i`), each cached on disk (`features`
+    are the split's training rows, whose babble comes from the same training speakers)."""
+    parts, elapsed = [], 0.0
+    for c in range(copies):
+        view = _AugmentedView(features, augmenter, c + 1)
+        key = _key(model, features, f"{augmenter.config!r}-{augmenter.seed}-{augmenter.babble_key}-copy{c + 1}")
+        part, seconds = sharded_cache(
+            cache_dir, "augmented", key, len(features), model,
+            lambda rows, view=view: extract_embeddings(model, view, collate, batch_size, training_args.device, rows),
+            shard_rows,
+        )  # fmt: skip
+        parts.append(part)
+        elapsed += seconds
+    return parts, elapsed
 
 
 def _key(model: SERForSequenceClassification, features: datasets.Dataset, extra: str = "") -> str:
@@ -123,15 +138,51 @@ def _key(model: SERForSequenceClassification, features: datasets.Dataset, extra:
     return hashlib.sha1((text + (f"-{extra}" if extra else "")).encode()).hexdigest()[:16]
 
 
-def _cached(cache_dir: Path, kind: str, key: str, training_args: TrainingArguments, compute: Callable) -> tuple[np.ndarray, float]:
-    """The array cached as `{kind}-{key}.npy`, computed (by the main process first) when it is not there; seconds taken."""
-    path = cache_dir / f"{kind}-{key}.npy"
+# Rows per cache shard: small enough that one shard of wav2vec2-base's 13 layers (40 MB) is cheap to hold while it
+# is written, large enough that a corpus of a few hundred hours is a few hundred files.
+SHARD_ROWS = 1024
+
+
+def sharded_cache(
+    cache_dir: Path,
+    kind: str,
+    key: str,
+    num_rows: int,
+    model: SERForSequenceClassification,
+    compute: Callable[[np.ndarray], np.ndarray],
+    shard_rows: int = SHARD_ROWS,
+) -> tuple[datasets.Dataset, float]:
+    """Embeddings of rows `0..num_rows-1` as a memory-mapped dataset, cached in `{kind}-{key}/` as Arrow shards of
+    `shard_rows` rows; seconds taken.
+
+    Under `accelerate launch` / torchrun each process computes the missing shards whose number is its rank modulo
+    the number of processes (each on its own device), then all wait and read every shard. A shard still missing
+    then (machines that do not share the cache folder) is computed by the process that needs it."""
+    state = PartialState()
+    folder = cache_dir / f"{kind}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    count = max(1, -(-num_rows // shard_rows))
+    paths = [folder / f"shard-{i:05d}-of-{count:05d}.arrow" for i in range(count)]
+    shape = (model.config.num_pooled_layers, model.config.pooled_size)
+    schema = datasets.Features({"pooled_embeddings": datasets.Array2D(shape, "float32")})
+
+    def write(i: int) -> None:
+        rows = np.arange(i * shard_rows, min((i + 1) * shard_rows, num_rows))
+        embeddings = compute(rows)
+        with atomic_path(paths[i]) as tmp:
+            with ArrowWriter(features=schema, path=str(tmp)) as writer:
+                writer.write_batch({"pooled_embeddings": list(embeddings)})
+                writer.finalize()
+
     start = time.perf_counter()
-    with training_args.main_process_first(desc=kind):
-        if path.exists():
-            embeddings = np.load(path)
-        else:
-            embeddings = compute()
-            with atomic_path(path) as tmp:
-                np.save(tmp, embeddings)
-    return embeddings, time.perf_counter() - start
+    mine = [i for i in range(state.process_index, count, state.num_processes) if not paths[i].exists()]
+    for i in mine:
+        write(i)
+    state.wait_for_everyone()
+    missing = [i for i in range(count) if not paths[i].exists()]
+    for i in missing:
+        write(i)
+    if mine or missing:
+        logger.info("process %d computed %d of the %d %s shards (%s)", state.process_index, len(mine) + len(missing), count, kind, folder)
+    table = datasets.concatenate_datasets([datasets.Dataset.from_file(str(p)) for p in paths])
+    return table, time.perf_counter() - start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -53,6 +54,83 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
         raise DataError(f"--candidate_labels: {err}") from None
     known = set(candidates or model_labels)
 
+    # Under `accelerate launch` / torchrun the processes share the clips of the evaluation (Trainer.predict gathers
+    # the answers), and the first process reads and preprocesses the data for all of them.
+    args = TrainingArguments(
+        output_dir="unused",
+        # Padding changes a group-norm backbone's features: such models are evaluated one clip at a time, as the
+        # pipeline runs them.
+        per_device_eval_batch_size=eval_args.batch_size if pads_alike_inference(model) else 1,
+        use_cpu=eval_args.use_cpu or not torch.cuda.is_available(),
+        remove_unused_columns=False,
+        report_to="none",
+        dataloader_pin_memory=False,
+    )
+    with args.main_process_first(desc="data preprocessing", local=False):
+        records, data_labels, data_info, features, undecodable, unknown = _evaluation_data(
+            eval_args, data_args, known, model, feature_extractor
+        )
+    parts = {"all": (features, "all clips of the sources")}
+    if eval_args.part != "all":
+        splits = make_splits(features, data_args, eval_args.seed)
+        if len(splits) != 1:
+            raise DataError(f"--part {eval_args.part} needs a split with one {eval_args.part} part (not --split kfold)")
+        parts = {name: (features.select(getattr(splits[0], name)), splits[0].summary()) for name in ("validation", "test")}
+    part, split_summary = parts[eval_args.part]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(model=model, args=dataclasses.replace(args, output_dir=tmp), data_collator=PadCollator(feature_extractor))
+
+        def run(dataset):
+            return evaluate_split(
+                trainer, dataset.with_format("numpy", columns=["input_values", "label", "corpus"]), model_labels,
+                [model_labels.index(c) for c in candidates] if candidates else None,
+            )  # fmt: skip
+
+        report, (logits, y) = run(part)
+        report["ece"] = expected_calibration_error(softmax(logits), y)
+        calibration = None
+        if eval_args.fit_temperature:
+            _, test_logits = run(parts["test"][0])
+            fitted = calibrate((logits, y), test_logits)
+            if fitted is None:
+                raise DataError(f"--fit_temperature: the validation part has {len(y)} clips, too few to fit on")
+            calibration = {**fitted, "command": command}
+            model.config.temperature *= calibration["fitted_factor"]
+            calibration["temperature"] = model.config.temperature
+            if args.should_save:  # the first process writes; the others computed the same
+                save_calibration(Path(eval_args.model_name_or_path), model.config, calibration)
+    results = {
+        "model": eval_args.model_name_or_path,
+        "labels": candidates or model_labels,
+        "candidate_labels": candidates,
+        "data": {
+            **data_info,
+            "clips": len(part),
+            "undecodable": undecodable,
+            "left_out_unknown_labels": unknown,
+            "data_labels": data_labels,
+        },
+        "part": eval_args.part,
+        "split": split_summary,
+        **report,
+    }
+    if calibration:
+        results["calibration"] = calibration
+    if eval_args.speaker_adaptation and args.should_save:
+        results["adaptation"] = speaker_adaptation_report(model, part, model_labels, eval_args.batch_size, eval_args.seed)
+    if eval_args.output_dir and args.should_save:
+        out = Path(eval_args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "eval_results.json", results)
+        write_json_atomic(out / "confusion_matrix.json", report["confusion_matrix"])
+        plot_confusion_matrix(report["confusion_matrix"]["matrix"], candidates or model_labels, out / "confusion_matrix.png", split_summary)
+        write_text_atomic(out / "eval_results.md", results_markdown(results))
+    return results
+
+
+def _evaluation_data(eval_args, data_args, known: set, model, feature_extractor):
+    """The clips of the sources whose labels the model knows, preprocessed (cached on disk)."""
     records, data_labels, data_info = load_records(data_args)
     unknown = {}
     for record in records:
@@ -74,72 +152,7 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
         records, feature_extractor, dict(model.config.label2id), data_args.preprocessing_cache_dir,
         data_args.preprocessing_num_workers,
     )  # fmt: skip
-    parts = {"all": (features, "all clips of the sources")}
-    if eval_args.part != "all":
-        splits = make_splits(features, data_args, eval_args.seed)
-        if len(splits) != 1:
-            raise DataError(f"--part {eval_args.part} needs a split with one {eval_args.part} part (not --split kfold)")
-        parts = {name: (features.select(getattr(splits[0], name)), splits[0].summary()) for name in ("validation", "test")}
-    part, split_summary = parts[eval_args.part]
-
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(
-            output_dir=tmp,
-            # Padding changes a group-norm backbone's features: such models are evaluated one clip at a time,
-            # as the pipeline runs them.
-            per_device_eval_batch_size=eval_args.batch_size if pads_alike_inference(model) else 1,
-            use_cpu=eval_args.use_cpu or not torch.cuda.is_available(),
-            remove_unused_columns=False,
-            report_to="none",
-            dataloader_pin_memory=False,
-        )
-        trainer = Trainer(model=model, args=args, data_collator=PadCollator(feature_extractor))
-
-        def run(dataset):
-            return evaluate_split(
-                trainer, dataset.with_format("numpy", columns=["input_values", "label", "corpus"]), model_labels,
-                [model_labels.index(c) for c in candidates] if candidates else None,
-            )  # fmt: skip
-
-        report, (logits, y) = run(part)
-        report["ece"] = expected_calibration_error(softmax(logits), y)
-        calibration = None
-        if eval_args.fit_temperature:
-            _, test_logits = run(parts["test"][0])
-            fitted = calibrate((logits, y), test_logits)
-            if fitted is None:
-                raise DataError(f"--fit_temperature: the validation part has {len(y)} clips, too few to fit on")
-            calibration = {**fitted, "command": command}
-            model.config.temperature *= calibration["fitted_factor"]
-            calibration["temperature"] = model.config.temperature
-            save_calibration(Path(eval_args.model_name_or_path), model.config, calibration)
-    results = {
-        "model": eval_args.model_name_or_path,
-        "labels": candidates or model_labels,
-        "candidate_labels": candidates,
-        "data": {
-            **data_info,
-            "clips": len(part),
-            "undecodable": undecodable,
-            "left_out_unknown_labels": unknown,
-            "data_labels": data_labels,
-        },
-        "part": eval_args.part,
-        "split": split_summary,
-        **report,
-    }
-    if calibration:
-        results["calibration"] = calibration
-    if eval_args.speaker_adaptation:
-        results["adaptation"] = speaker_adaptation_report(model, part, model_labels, eval_args.batch_size, eval_args.seed)
-    if eval_args.output_dir:
-        out = Path(eval_args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "eval_results.json", results)
-        write_json_atomic(out / "confusion_matrix.json", report["confusion_matrix"])
-        plot_confusion_matrix(report["confusion_matrix"]["matrix"], candidates or model_labels, out / "confusion_matrix.png", split_summary)
-        write_text_atomic(out / "eval_results.md", results_markdown(results))
-    return results
+    return records, data_labels, data_info, features, undecodable, unknown
 
 
 @torch.inference_mode()

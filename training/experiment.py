@@ -302,7 +302,9 @@ def run_split(
     copies = None
     if frozen:
         cache = cache_root(data_args.preprocessing_cache_dir)
-        data, embedding_time = cached_embeddings(model, features, collate, model_args.embedding_batch_size, training_args, cache)
+        data, embedding_time = cached_embeddings(
+            model, features, collate, model_args.embedding_batch_size, training_args, cache, model_args.embedding_shard_rows
+        )
         columns = ["pooled_embeddings", "label"]
         if model_args.augment:
             augmenter = Augmenter(
@@ -311,13 +313,13 @@ def run_split(
             )  # fmt: skip
             copies, seconds = augmented_embeddings(
                 model, features.select(split.train), augmenter, model_args.augment_copies, collate,
-                model_args.embedding_batch_size, training_args, cache,
+                model_args.embedding_batch_size, training_args, cache, model_args.embedding_shard_rows,
             )  # fmt: skip
             embedding_time += seconds
     trained_model = model
     if model_args.auxiliary_egemaps_weight > 0:
         by_sha1 = {r["sha1"]: i for i, r in enumerate(records)}
-        with training_args.main_process_first(desc="eGeMAPS functionals"):
+        with training_args.main_process_first(desc="eGeMAPS functionals", local=False):
             targets = egemaps_functionals(records, cache_root(data_args.preprocessing_cache_dir))
         targets = targets[[by_sha1[s] for s in features["sha1"]]]
         data = data.add_column("auxiliary_targets", list(standardize(targets, split.train)))
@@ -409,26 +411,18 @@ def babble_sources(features: datasets.Dataset, train_rows: list[int], seed: int,
     return [np.asarray(rows[i]["input_values"], dtype=np.float32) for i in range(len(picked))]
 
 
-def frozen_training_rows(data: datasets.Dataset, features: datasets.Dataset, rows: list[int], copies: np.ndarray | None) -> datasets.Dataset:
+def frozen_training_rows(
+    data: datasets.Dataset, features: datasets.Dataset, rows: list[int], copies: list[datasets.Dataset] | None
+) -> datasets.Dataset:
     """The training rows of the frozen mode: each clip's embedding, then those of its augmented copies, with the
-    speaker of each (for the profiles of speaker adaptation)."""
-    embeddings = np.asarray(data.select(rows)["pooled_embeddings"], dtype=np.float32)
-    part = features.select(rows)
-    labels, speakers, corpora = list(part["label"]), list(part["speaker"]), list(part["corpus"])
-    repeat = 1
-    if copies is not None:  # (copies, len(rows), ...): the augmented copies of these rows
-        embeddings = np.concatenate([embeddings, *copies])
-        repeat += len(copies)
-    table = datasets.Dataset.from_dict(
-        {"pooled_embeddings": embeddings, "label": labels * repeat, "speaker": speakers * repeat, "corpus": corpora * repeat},
-        features=datasets.Features({
-            "pooled_embeddings": datasets.Array2D(embeddings.shape[1:], "float32"),
-            "label": datasets.Value("int64"),
-            "speaker": datasets.Value("string"),
-            "corpus": datasets.Value("string"),
-        }),
-    )  # fmt: skip
-    return table.with_format("numpy", columns=["pooled_embeddings", "label", "speaker", "corpus"])
+    speaker of each (for the profiles of speaker adaptation); the embeddings stay in their memory-mapped cache."""
+    columns = ["pooled_embeddings", "label", "speaker", "corpus"]
+    parts = [data.select(rows).select_columns(columns)]
+    if copies:  # one dataset per augmented copy, in the order of `rows`
+        meta = features.select(rows).select_columns(columns[1:]).flatten_indices(keep_in_memory=True)
+        parts += [datasets.concatenate_datasets([copy, meta], axis=1).select_columns(columns) for copy in copies]
+    table = datasets.concatenate_datasets(parts)
+    return table.with_format("numpy", columns=columns)
 
 
 def balanced_class_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
@@ -489,14 +483,15 @@ def tune_and_report_adaptation(model, data, features, split: Split, labels: list
 
 def recipe_fingerprint(labels: list[str], model_args, data_args, training_args) -> str:
     """What a fold's result depends on: labels, model and data flags, and the optimisation settings. Flags that
-    only say how to run (which fold, workers, output folder) are left out, so parallel fold runs match."""
+    only say how to run (which fold, workers, output folder, cache shard size) are left out, so parallel fold runs match."""
     data = {k: v for k, v in dataclasses.asdict(data_args).items() if k not in ("fold", "preprocessing_num_workers", "overwrite_output_dir")}
     optimisation = {
         k: getattr(training_args, k)
         for k in ("seed", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size", "weight_decay",
                   "warmup_steps", "lr_scheduler_type", "metric_for_best_model", "load_best_model_at_end")
     }  # fmt: skip
-    payload = json.dumps([labels, dataclasses.asdict(model_args), data, optimisation], sort_keys=True, default=str)
+    model = {k: v for k, v in dataclasses.asdict(model_args).items() if k != "embedding_shard_rows"}
+    payload = json.dumps([labels, model, data, optimisation], sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 
