@@ -8,6 +8,7 @@
     python train.py configs/tiny.yaml --split kfold --folds 5                         # leave-speakers-out CV
     python train.py --model_name_or_path facebook/wav2vec2-base --dataset_name path/to/audiofolder \\
         --label_column_name label --actor_column_name speaker --output_dir runs/mine
+    python train.py ... --dataset_name user/hundreds-of-hours --streaming true --max_steps 20000   # larger than the disk
     accelerate launch --num_processes 2 train.py configs/wav2vec2-base.yaml ...
 
 Labels come from the data (sorted label names, or a ClassLabel's order), optionally through --label_map.
@@ -44,6 +45,7 @@ from training.metrics import SUMMARY_METRICS
 from training.results import assemble_results
 from training.sources import DataError
 from training.splits import SplitError
+from training.streaming import prepare_streaming
 
 logger = logging.getLogger("train")
 # `--help` opens with the examples above, before the hundreds of Trainer flags.
@@ -69,13 +71,20 @@ def main(argv: list[str] | None = None) -> dict:
     # The first process of the whole run (of every machine) reads and preprocesses into the cache; the others then
     # read that cache (a machine that does not share the cache folder preprocesses for itself).
     with training_args.main_process_first(desc="data preprocessing", local=False):
-        records, labels, data_info = load_records(data_args)
-        records = subsample(records, data_args.max_clips, training_args.seed)
-        label2id = {label: i for i, label in enumerate(labels)}
-        features, undecodable = preprocess(
-            records, feature_extractor, label2id, data_args.preprocessing_cache_dir, data_args.preprocessing_num_workers
-        )
-    splits = make_splits(features, data_args, training_args.seed)
+        if data_args.streaming:
+            streamed = prepare_streaming(data_args, feature_extractor, training_args.seed, make_splits)
+            records, labels, data_info = None, streamed.labels, streamed.info
+            features, undecodable, splits = streamed.features, streamed.undecodable, [streamed.split]
+        else:
+            streamed = None
+            records, labels, data_info = load_records(data_args)
+            records = subsample(records, data_args.max_clips, training_args.seed)
+            label2id = {label: i for i, label in enumerate(labels)}
+            features, undecodable = preprocess(
+                records, feature_extractor, label2id, data_args.preprocessing_cache_dir, data_args.preprocessing_num_workers
+            )
+    if streamed is None:
+        splits = make_splits(features, data_args, training_args.seed)
 
     recipe = recipe_fingerprint(labels, model_args, data_args, training_args)
     runs = []
@@ -87,14 +96,17 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("split: %s", split.summary())
         runs.append(
             finished_fold(split, run_dir, recipe, data_args.overwrite_output_dir)
-            or run_split(split, features, records, labels, model_args, data_args, training_args, feature_extractor, run_dir)
+            or run_split(
+                split, features, records, labels, model_args, data_args, training_args, feature_extractor, run_dir,
+                *((streamed.train, streamed.train_labels) if streamed else ()),
+            )  # fmt: skip
         )
     if data_args.fold is not None:
         logger.info("fold %d done in %s; run again without --fold to collect all folds", data_args.fold, run_dir)
         return {k: v for k, v in runs[0].items() if k != "model"}
     model = runs[0]["model"]
     results = assemble_results(
-        runs, model, labels, features, data_info, undecodable, feature_extractor, model_args, data_args,
+        runs, model, labels, streamed.summary if streamed else features, data_info, undecodable, feature_extractor, model_args, data_args,
         training_args, argv, training_args.hub_model_id or output_dir.name,
     )  # fmt: skip
     results["training"]["wall_time_s"] = time.perf_counter() - wall_start

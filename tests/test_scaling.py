@@ -138,3 +138,81 @@ def test_evaluate_under_two_processes_preprocesses_once_and_gives_the_same_resul
     assert both["data"]["clips"] == one["data"]["clips"] == 64
     assert both["confusion_matrix"] == one["confusion_matrix"] and both["accuracy"] == one["accuracy"]
     assert two.stdout.count("# Evaluation of") == 1  # one table, from the first process
+
+
+def write_corpus(root, data_dir, sex_column: bool) -> None:
+    """RAVDESS actors 01-10, four labels, as a local parquet dataset in two files (as a Hub dataset is stored)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    clips = [p for p in sorted(data_dir.glob("Actor_*/*.flac")) if int(p.parent.name[-2:]) <= 10 and p.name.split("-")[2] in ("01", "03", "04", "05")]
+    rows = [
+        {"audio": {"bytes": p.read_bytes(), "path": p.name}, "label": p.name.split("-")[2], "actor": p.parent.name,
+         **({"sex": "male" if int(p.parent.name[-2:]) % 2 else "female"} if sex_column else {})}
+        for p in clips
+    ]  # fmt: skip
+    root.mkdir(parents=True)
+    for k in range(2):
+        pq.write_table(pa.Table.from_pylist(rows[k::2]), root / f"train-{k:05d}.parquet")
+
+
+def test_streaming_draws_the_map_style_split_and_streams_only_training_speakers(tmp_path, data_dir):
+    from collections import Counter
+
+    from modeling import SERFeatureExtractor
+    from training.args import parse_train_args
+    from training.data import preprocess
+    from training.experiment import load_records, make_splits
+    from training.streaming import prepare_streaming
+
+    write_corpus(tmp_path / "corpus", data_dir, sex_column=True)
+    flags = ["--dataset_name", str(tmp_path / "corpus"), "--actor_column_name", "actor", "--sex_column_name", "sex",
+             "--num_test_actors", "2", "--num_val_actors", "2", "--label_map", '{"01": "neutral", "05": null}',
+             "--output_dir", str(tmp_path / "unused"), "--preprocessing_cache_dir", str(tmp_path / "cache")]  # fmt: skip
+    _, data_args, _ = parse_train_args(flags)
+    fe = SERFeatureExtractor()
+    records, labels, _ = load_records(data_args)
+    features, _ = preprocess(records, fe, {label: i for i, label in enumerate(labels)}, data_args.preprocessing_cache_dir)
+    mapped = make_splits(features, data_args, seed=42)[0]
+
+    _, data_args, _ = parse_train_args([*flags, "--streaming", "true", "--max_steps", "5"])
+    streamed = prepare_streaming(data_args, fe, 42, make_splits)
+    assert streamed.labels == labels == ["03", "04", "neutral"]
+    assert streamed.split.actors == mapped.actors
+    for part in ("validation", "test"):
+        assert sorted(streamed.features.select(getattr(streamed.split, part))["path"]) == sorted(features.select(getattr(mapped, part))["path"])
+    # The training stream holds the training speakers' clips, each once per pass: the same labels as the
+    # map-style training part (which dropped RAVDESS's one byte-identical pair, of actor 07).
+    streamed_labels = Counter(int(row["label"]) for row in streamed.train)
+    mapped_labels = Counter(features.select(mapped.train)["label"])
+    duplicates = int("ravdess:07" in mapped.actors["train"] or "corpus:Actor_07" in mapped.actors["train"])
+    assert sum(streamed_labels.values()) == len(mapped.train) + duplicates
+    assert streamed_labels - mapped_labels <= Counter({labels.index("03"): duplicates})
+    # A second pass (the next epoch) is reshuffled.
+    first = [float(row["input_values"][100]) for _, row in zip(range(8), streamed.train)]
+    streamed.train.set_epoch(1)
+    assert first != [float(row["input_values"][100]) for _, row in zip(range(8), streamed.train)]
+
+
+def test_train_py_streaming_run(tmp_path, data_dir):
+    """A real `Trainer` run of `--max_steps` steps on a streamed local dataset (speakers and sexes from RAVDESS
+    file names: the rows are read whole once for them), and the flags streaming cannot take."""
+    from conftest import tiny_backbone
+
+    write_corpus(tmp_path / "corpus", data_dir, sex_column=False)
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "train.py", "--backbone_config", json.dumps(tiny_backbone()), "--dataset_name", str(tmp_path / "corpus"),
+        "--actor_column_name", "actor", "--streaming", "true", "--max_steps", "6", "--per_device_train_batch_size", "8",
+        "--num_test_actors", "2", "--num_val_actors", "2", "--eval_strategy", "no", "--save_strategy", "no",
+        "--report_to", "none", "--output_dir", str(out), "--preprocessing_cache_dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["data"]["streaming"] and results["split"]["speakers_overlap"] is False
+    assert results["data"]["clips"] == 280 and results["test"]["clips"] == 56
+    assert (out / "model.safetensors").exists() and "streamed" in (out / "README.md").read_text()
+    for flags, message in ((["--max_steps", "-1"], "give --max_steps"), (["--augment", "true"], "not available with --streaming")):
+        refused = subprocess.run([*cmd, *flags], cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]

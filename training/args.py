@@ -145,6 +145,14 @@ class DataArguments:
     preprocessing_cache_dir: str | None = field(default=None)
     preprocessing_num_workers: int | None = field(default=None)
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Start afresh instead of resuming."})
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read --dataset_name as a stream, for corpora larger than the disk: one pass over its label and "
+            "speaker columns draws the speaker-disjoint split, the validation and test speakers are stored in the "
+            "cache, and training reads the training speakers from the stream for --max_steps steps."
+        },
+    )
 
     def has_source(self) -> bool:
         return bool(self.data_dir or self.emodb_dir or self.manifest or self.dataset_name)
@@ -272,5 +280,30 @@ def check_train_args(model_args: ModelArguments, data_args: DataArguments, train
         raise ArgumentsError("--speaker_adaptation trains the head on cached embeddings: add --freeze_backbone true")
     if model_args.class_weights not in (None, "balanced"):
         raise ArgumentsError(f"--class_weights must be 'balanced', got {model_args.class_weights!r}")
+    if data_args.streaming:
+        check_streaming_args(model_args, data_args, training_args)
     if model_args.freeze_backbone and model_args.auxiliary_egemaps_weight > 0:
         raise ArgumentsError("--auxiliary_egemaps_weight shapes the backbone: it has no effect with --freeze_backbone")
+
+
+def check_streaming_args(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> None:
+    """`--streaming` reads one dataset once per epoch and stores nothing of its training part: refuses what needs
+    the whole training set at hand."""
+    if not data_args.dataset_name or data_args.data_dir or data_args.emodb_dir or data_args.manifest:
+        raise ArgumentsError("--streaming reads one --dataset_name: leave out --data_dir, --emodb_dir and --manifest")
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        raise ArgumentsError("--streaming has no length to count epochs by: give --max_steps N")
+    if data_args.split != "actor":
+        raise ArgumentsError(f"--streaming draws one speaker-disjoint split (--split actor or --test_corpus), not --split {data_args.split}")
+    refused = {
+        "--augment": model_args.augment,
+        "--speaker_adaptation": model_args.speaker_adaptation,
+        "--auxiliary_egemaps_weight": model_args.auxiliary_egemaps_weight > 0,
+        "--max_clips": data_args.max_clips,
+    }
+    given = [flag for flag, value in refused.items() if value]
+    if given:
+        raise ArgumentsError(
+            f"{', '.join(given)}: not available with --streaming, which never holds the training set (cached "
+            "augmented copies, speaker profiles, eGeMAPS targets and subsets are built from it); leave them out"
+        )

@@ -283,15 +283,25 @@ def run_split(
     training_args: TrainingArguments,
     feature_extractor: SERFeatureExtractor,
     output_dir: Path,
+    train_stream: datasets.IterableDataset | None = None,
+    train_labels: np.ndarray | None = None,
 ) -> dict:
+    """Trains and evaluates one split. With `train_stream` (`--streaming`), training reads that stream, whose
+    labels are `train_labels`, and `features` holds the validation and test clips only; a frozen backbone then
+    runs on every step instead of from cached embeddings."""
     set_seed(training_args.seed)
     model = build_model(model_args, labels)
-    frozen = model.config.freeze_backbone
+    frozen = model.config.freeze_backbone and train_stream is None
     if frozen and (model_args.augment and not model_args.augment_copies or model_args.auxiliary_egemaps_weight > 0):
         # The flags were checked up front; a saved model can bring a frozen backbone with it.
         raise ArgumentsError(
             f"{model_args.model_name_or_path} has a frozen backbone (its config): --augment needs --augment_copies, "
             "and --auxiliary_egemaps_weight a live backbone (--freeze_backbone false)"
+        )
+    if model.config.speaker_adaptation and train_stream is not None:
+        raise ArgumentsError(
+            f"{model_args.model_name_or_path} takes speaker profiles, which are trained from cached embeddings: "
+            "leave out --streaming, or continue with --speaker_adaptation false"
         )
     if model.config.speaker_adaptation and not frozen:
         raise ArgumentsError("--speaker_adaptation trains the head on cached embeddings: add --freeze_backbone true")
@@ -326,9 +336,13 @@ def run_split(
         columns.append("auxiliary_targets")
         trained_model = AuxiliaryTargetModel(model, targets.shape[1], model_args.auxiliary_egemaps_weight)
     data = data.with_format("numpy", columns=columns + ["corpus"])
-    parts = {name: data.select(getattr(split, name)) for name in ("train", "validation", "test")}
+    parts = {name: data.select(getattr(split, name)) for name in ("validation", "test")}
+    parts["train"] = data.select(split.train) if train_stream is None else None
     train_data, callbacks = parts["train"], []
-    train_labels = np.asarray(features.select(split.train)["label"])
+    if train_stream is not None:
+        train_data = train_stream
+    else:
+        train_labels = np.asarray(features.select(split.train)["label"])
     if frozen:
         train_data = frozen_training_rows(data, features, split.train, copies)
     elif model_args.augment:
@@ -509,8 +523,10 @@ def finished_fold(split: Split, run_dir: Path, recipe: str, overwrite: bool = Fa
     return {**run, "model": SERForSequenceClassification.from_pretrained(run_dir)}
 
 
-def describe_mode(model: SERForSequenceClassification) -> str:
+def describe_mode(model: SERForSequenceClassification, streaming: bool = False) -> str:
     config = model.config
+    if config.freeze_backbone and streaming:
+        return "frozen backbone, head trained on streamed clips (the backbone runs on every step)"
     if config.freeze_backbone:
         return "frozen backbone, head trained on cached pooled embeddings"
     if config.freeze_feature_encoder:

@@ -98,7 +98,7 @@ def assemble_results(
         "preprocessing": feature_extractor.to_dict(),
         "training": {
             "command": "python train.py " + shlex.join(argv),
-            "mode": describe_mode(model),
+            "mode": describe_mode(model, data_args.streaming),
             **describe_extras(model_args),
             "epochs": training_args.num_train_epochs,
             "epochs_run": [r["epochs_run"] for r in runs],

@@ -208,28 +208,81 @@ def load_hub_records(
     """Records from any dataset `datasets.load_dataset` reads (a Hub id, a local parquet folder or an
     audiofolder with a `metadata.csv`), and the label names when the label column is a `ClassLabel`."""
     import datasets
-    import pyarrow.compute as pc
 
     try:
-        # Rows of encoded audio held per write while the source is converted to Arrow, which bounds the memory of a
-        # first load (the default, 1,000 rows, is about 40 MB of 3 s FLAC clips, more of WAV).
-        dataset = datasets.load_dataset(dataset_name, config_name, split=split, cache_dir=cache_dir, writer_batch_size=ARROW_WRITER_BATCH_SIZE)
+        # Rows of encoded audio held per write while the source is converted to Arrow: fewer than the default
+        # 1,000 (about 40 MB of 3 s FLAC clips, more of WAV) lowers the memory of a first load.
+        dataset = datasets.load_dataset(
+            dataset_name, config_name, split=split, cache_dir=cache_dir, writer_batch_size=ARROW_WRITER_BATCH_SIZE
+        )
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
         raise DataError(f"--dataset_name {dataset_name}: could not be loaded ({type(err).__name__}: {err})") from None
+    dataset = encoded_audio(dataset, dataset_name, audio_column, label_column)
+    return records_of_dataset(dataset, dataset_name, audio_column, label_column, speaker_column, sex_column)
+
+
+def encoded_audio(dataset, dataset_name: str, audio_column: str, label_column: str):
+    """`dataset` (map-style or streamed) with its audio column left encoded: decoding is ours (one path for every
+    entry point); refuses a dataset without the audio or label column."""
+    import datasets
+
     for flag, column in (("--audio_column_name", audio_column), ("--label_column_name", label_column)):
-        if column not in dataset.column_names:
+        if column not in (dataset.column_names or ()):
             raise DataError(f"--dataset_name {dataset_name}: no column {column!r} ({flag}); columns are {dataset.column_names}")
-    # Decoding is ours (one path for every entry point), so keep the encoded bytes.
     try:
-        dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))
+        return dataset.cast_column(audio_column, datasets.Audio(decode=False))
     except (ValueError, TypeError) as err:
         raise DataError(
             f"--dataset_name {dataset_name}: column {audio_column!r} does not hold audio "
             f"({dataset.features[audio_column]}: {err})"
         ) from None
-    label_feature = dataset.features[label_column]
-    names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
-    corpus = Path(dataset_name.rstrip("/")).name.lower() or "dataset"
+
+
+def class_label_names(dataset, label_column: str) -> list[str] | None:
+    import datasets
+
+    feature = (dataset.features or {}).get(label_column)
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+def corpus_name(dataset_name: str) -> str:
+    return Path(dataset_name.rstrip("/")).name.lower() or "dataset"
+
+
+def row_record(row: dict, index: int, file_name: str, names: list[str] | None, corpus: str, label_column: str,
+               speaker_column: str, sex_column: str | None, where: str) -> dict | None:
+    """A dataset row's record fields (all but `audio`), or None for a row without a label (`ClassLabel`'s -1).
+
+    The speaker comes from `speaker_column`, namespaced by corpus, or else from a RAVDESS file name."""
+    raw_label = row[label_column]
+    if names is not None and raw_label is not None and raw_label < 0:
+        return None
+    if raw_label is None:
+        raise DataError(f"{where}, row {index}: no label")
+    info = parse_ravdess_name(file_name) or {}  # RAVDESS mirrors: speaker and sex from the file name
+    if row.get(speaker_column) not in (None, ""):
+        speaker = f"{corpus}:{row[speaker_column]}"
+    elif info:
+        speaker = info["speaker"]
+    else:
+        speaker = None  # only usable with --split random
+    return {
+        "label": names[raw_label] if names else str(raw_label),
+        "speaker": speaker,
+        "sex": _sex(row.get(sex_column) if sex_column else info.get("sex"), f"{where}, row {index}"),
+        "corpus": corpus,
+        "intensity": info.get("intensity", "unknown"),
+    }  # fmt: skip
+
+
+def records_of_dataset(
+    dataset, dataset_name: str, audio_column: str, label_column: str, speaker_column: str, sex_column: str | None
+) -> tuple[list[dict], list[str] | None]:
+    """Records pointing at the rows of a map-style dataset whose audio column is encoded (`encoded_audio`)."""
+    import pyarrow.compute as pc
+
+    names = class_label_names(dataset, label_column)
+    corpus = corpus_name(dataset_name)
     # The rows are read without their audio (only its file name), and each record points at its row: the encoded
     # bytes stay in the memory-mapped Arrow files until a clip is decoded.
     audio_only = dataset.select_columns([audio_column])
@@ -243,34 +296,16 @@ def load_hub_records(
     meta = dataset.select_columns(meta_columns)
     records, unlabelled = [], 0
     for index, row in enumerate(meta):
-        if names is not None and row[label_column] is not None and row[label_column] < 0:
-            unlabelled += 1  # ClassLabel's -1: a row without a label
+        fields = row_record(row, index, file_names[index], names, corpus, label_column, speaker_column, sex_column,
+                            f"--dataset_name {dataset_name}")  # fmt: skip
+        if fields is None:
+            unlabelled += 1
             continue
-        file_name = file_names[index]
-        info = parse_ravdess_name(file_name) or {}  # RAVDESS mirrors: speaker and sex from the file name
-        if speaker_column in row and row[speaker_column] not in (None, ""):
-            speaker = f"{corpus}:{row[speaker_column]}"
-        elif info:
-            speaker = info["speaker"]
-        else:
-            speaker = None  # only usable with --split random
-        raw_label = row[label_column]
-        if raw_label is None:
-            raise DataError(f"--dataset_name {dataset_name}, row {index}: no label")
-        records.append(
-            {
-                "audio": ArrowAudio(audio_only, index, file_name),
-                "label": names[raw_label] if names else str(raw_label),
-                "speaker": speaker,
-                "sex": _sex(row.get(sex_column) if sex_column else info.get("sex"), f"--dataset_name {dataset_name}, row {index}"),
-                "corpus": corpus,
-                "intensity": info.get("intensity", "unknown"),
-            }
-        )
+        records.append({"audio": ArrowAudio(audio_only, index, file_names[index]), **fields})
     if unlabelled:
         logger.warning("--dataset_name %s: skipped %d rows without a label", dataset_name, unlabelled)
     if not records:
-        raise DataError(f"--dataset_name {dataset_name}: split {split!r} has no labelled rows")
+        raise DataError(f"--dataset_name {dataset_name}: no labelled rows")
     return records, names
 
 
