@@ -27,6 +27,7 @@ from transformers import HfArgumentParser
 
 from serving.loading import ModelError
 from training.args import DataArguments, EvaluationArguments
+from training.data import return_arrow_memory_promptly
 from training.evaluation import evaluate_model, results_markdown
 from training.sources import DataError
 from training.splits import SplitError
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     eval_args, data_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    return_arrow_memory_promptly()
     results = evaluate_model(eval_args, data_args, command="python evaluate.py " + shlex.join(argv))
     if PartialState().is_main_process:  # under `accelerate launch`, one table
         print(results_markdown(results))

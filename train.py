@@ -28,7 +28,7 @@ from transformers import set_seed
 from modeling import SERFeatureExtractor
 from training.args import ArgumentsError, check_train_args, parse_train_args
 from training.checkpoints import CheckpointError
-from training.data import preprocess
+from training.data import preprocess, return_arrow_memory_promptly
 from training.experiment import (
     finished_fold,
     load_records,
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
         level=logging.INFO if training_args.should_log else logging.WARNING,
     )
     check_train_args(model_args, data_args, training_args)
+    return_arrow_memory_promptly()
     wall_start = time.perf_counter()
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)

@@ -1,15 +1,27 @@
-"""The data stage at 1x, 4x and 16x the same corpus: peak memory and time.
+"""Training at 1x, 4x and 16x the same corpus: memory and time of the data stage, of streaming, and of one epoch
+in the frozen and fine-tune modes.
 
     python benchmarks/bench_data_scaling.py [--multiples 1 4 16] [--actors 4]
 
 The corpus: RAVDESS actors 01-04 (240 clips), written as a local parquet dataset shaped like a Hub mirror (encoded
 FLAC bytes, label and actor columns); copy k of each clip is its audio scaled by a gain of 1 - k/1000, so that
-every copy is a different file (the duplicate check keeps it) of nearly the same sound. For each size, a fresh
-process runs train.py's data stage: `load_records` (reading the dataset, the duplicate check) and `preprocess`
-(decoding, denoising, normalizing into the cached Arrow file), and reports its time and the peak of its anonymous
-resident memory (sampled every 5 ms; pages of memory-mapped Arrow files are the page cache's and not counted). Goal:
-peak memory flat (within 20%) from 1x to 16x, time linear. Epoch times of the frozen and fine-tune modes are not
-measured here.
+every copy is a different file (the duplicate check keeps it) of nearly the same sound. For each size, fresh
+processes run:
+
+- the data stage of train.py: `load_records` (`datasets`' first conversion of the parquet files to its Arrow cache,
+  reading the rows, the duplicate check) and `preprocess` (decoding, denoising, normalizing into the cached Arrow
+  file);
+- the same with `--streaming`: the metadata pass, storing the held-out speakers, and one pass over the training
+  stream (decoded), with a shuffle buffer of 100 clips (full at every size); the shuffle reads up to 10 of the
+  dataset's files at a time (one per 240 clips here), so the stream's memory grows until 10 files are open
+  (between 4x and 16x) and is bounded from there;
+- one epoch of train.py in the frozen mode (GE2E, embeddings computed into the sharded cache, then the head) and in
+  the fine-tune mode (configs/tiny.yaml's small wav2vec2, from scratch), on the data stage's cache.
+
+Memory: the peak of the anonymous resident memory above the process's baseline after imports (sampled every 5 ms:
+what has to fit in RAM; pages of memory-mapped Arrow files belong to the page cache and are not counted), and the
+peak resident set of the whole process (VmHWM, imports and mapped pages included; the training runs' from wait4).
+Goal: the data stage's memory flat (within 20%) from 1x to 16x, time linear.
 """
 
 from __future__ import annotations
@@ -17,46 +29,64 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
+import yaml
 from common import DATA_DIR, REPO, save
 
-STAGE = """
+# Four actors: one for test, one for validation, two to train on.
+SPLIT = ["--num_test_actors", "1", "--num_val_actors", "1"]
+
+MEASURE = """
 import json, sys, threading, time
 sys.path.insert(0, {repo!r})
-from training.args import parse_train_args
-from training.experiment import load_records
-from training.data import preprocess
-from modeling import SERFeatureExtractor
 
-def anon_mb():
+def status(field):
     for line in open("/proc/self/status"):
-        if line.startswith("RssAnon:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
 
-peak, done = [anon_mb()], threading.Event()
+from training.args import parse_train_args
+from training.experiment import load_records, make_splits
+from training.data import preprocess
+from training.streaming import prepare_streaming
+from training.data import return_arrow_memory_promptly
+from modeling import SERFeatureExtractor
+
+return_arrow_memory_promptly()  # as train.py does
+
+peak, done = [status("RssAnon")], threading.Event()
 def sample():
     while not done.is_set():
-        peak.append(anon_mb())
+        peak.append(status("RssAnon"))
         time.sleep(0.005)
-base = anon_mb()
+base = status("RssAnon")
 threading.Thread(target=sample, daemon=True).start()
 start = time.perf_counter()
-_, data_args, _ = parse_train_args(["--dataset_name", {dataset!r}, "--actor_column_name", "actor",
-                                    "--output_dir", "unused", "--preprocessing_cache_dir", {cache!r}])
-records, labels, _ = load_records(data_args)
-loaded = time.perf_counter() - start
-features, _ = preprocess(records, SERFeatureExtractor(), {{l: i for i, l in enumerate(labels)}}, {cache!r}, 2)
+flags = ["--dataset_name", {dataset!r}, "--actor_column_name", "actor", "--output_dir", "unused", *{split!r},
+         "--preprocessing_cache_dir", {cache!r}, "--preprocessing_num_workers", "2"]
+if {streaming!r}:
+    _, data_args, _ = parse_train_args(flags + ["--streaming", "true", "--max_steps", "1", "--shuffle_buffer_size", "100"])
+    streamed = prepare_streaming(data_args, SERFeatureExtractor(), 42, make_splits)
+    clips = len(streamed.summary)
+    streamed_clips = sum(1 for _ in streamed.train)
+else:
+    _, data_args, _ = parse_train_args(flags)
+    records, labels, _ = load_records(data_args)
+    features, _ = preprocess(records, SERFeatureExtractor(), {{l: i for i, l in enumerate(labels)}}, {cache!r}, 2)
+    clips = len(features)
 total = time.perf_counter() - start
 done.set()
-print(json.dumps({{"clips": len(features), "load_s": loaded, "data_stage_s": total, "peak_anon_mb": max(peak) - base}}))
+print(json.dumps({{"clips": clips, "seconds": total, "peak_anon_mb": max(peak) - base, "peak_rss_mb": status("VmHWM")}}))
 """
 
 
@@ -73,6 +103,48 @@ def write_copies(root: Path, clips: list[Path], copies: int) -> None:
         pq.write_table(pa.Table.from_pylist(rows), root / f"train-{k:05d}.parquet")
 
 
+def measure(dataset: Path, cache: Path, streaming: bool) -> dict:
+    script = MEASURE.format(repo=str(REPO), dataset=str(dataset), cache=str(cache), streaming=streaming, split=SPLIT)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def one_epoch(dataset: Path, cache: Path, out: Path, mode: str) -> dict:
+    """One epoch of train.py on the data stage's cache; its times from all_results.json, its peak RSS from wait4."""
+    if mode == "frozen":
+        model = ["--model_name_or_path", "ge2e", "--pooling", "mean_std", "--embedding_batch_size", "16",
+                 "--per_device_train_batch_size", "64", "--learning_rate", "0.001"]  # fmt: skip
+    else:
+        tiny = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+        model = ["--backbone_config", json.dumps(tiny["backbone_config"]), "--freeze_feature_encoder", "false",
+                 "--per_device_train_batch_size", "16", "--learning_rate", "0.001"]  # fmt: skip
+    cmd = [sys.executable, "train.py", *model, "--dataset_name", str(dataset), "--actor_column_name", "actor", *SPLIT,
+           "--num_train_epochs", "1", "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
+           "--dataloader_pin_memory", "false", "--output_dir", str(out), "--preprocessing_cache_dir", str(cache)]  # fmt: skip
+    start = time.perf_counter()
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if status:
+        raise SystemExit(stderr[-3000:])
+    results = json.loads((out / "all_results.json").read_text())
+    return {
+        "train_clips": results["split"]["sizes"]["train"],
+        "epoch_s": results["training"]["train_time_s"],
+        "embedding_s": results["training"]["embedding_time_s"] if mode == "frozen" else None,
+        "wall_s": time.perf_counter() - start,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def ratios(rows: dict, path: tuple[str, str], first: str) -> None:
+    base = rows[first][path[0]][path[1]]
+    for row in rows.values():
+        row[path[0]][f"{path[1]}_vs_{first}"] = round(row[path[0]][path[1]] / base, 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--multiples", type=int, nargs="+", default=[1, 4, 16])
@@ -82,16 +154,19 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for multiple in args.multiples:
-            dataset = Path(tmp) / f"x{multiple}"
+            dataset, cache = Path(tmp) / f"x{multiple}", Path(tmp) / f"cache{multiple}"
             write_copies(dataset, clips, multiple)
-            script = STAGE.format(repo=str(REPO), dataset=str(dataset), cache=str(Path(tmp) / f"cache{multiple}"))
-            out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-            rows[f"{multiple}x"] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(multiple, rows[f"{multiple}x"], flush=True)
-    first = rows[f"{args.multiples[0]}x"]
-    for row in rows.values():
-        row["peak_vs_first"] = round(row["peak_anon_mb"] / first["peak_anon_mb"], 3)
-        row["seconds_per_clip"] = round(row["data_stage_s"] / row["clips"], 4)
+            row = {"data_stage": measure(dataset, cache, streaming=False)}
+            row["streaming"] = measure(dataset, Path(tmp) / f"stream-cache{multiple}", streaming=True)
+            for mode in ("frozen", "fine-tune"):
+                row[mode] = one_epoch(dataset, cache, Path(tmp) / f"run-{mode}-{multiple}", mode)
+            rows[f"{multiple}x"] = row
+            print(multiple, json.dumps(row), flush=True)
+    first = f"{args.multiples[0]}x"
+    for stage, field in (("data_stage", "peak_anon_mb"), ("data_stage", "peak_rss_mb"), ("data_stage", "seconds"),
+                         ("streaming", "peak_anon_mb"), ("streaming", "seconds"), ("frozen", "peak_rss_mb"),
+                         ("frozen", "epoch_s"), ("frozen", "embedding_s"), ("fine-tune", "peak_rss_mb"), ("fine-tune", "epoch_s")):  # fmt: skip
+        ratios(rows, (stage, field), first)
     save("data_scaling", {"corpus": f"RAVDESS actors 01-{args.actors:02d} as parquet, gain-shifted copies", "sizes": rows})
 
 

@@ -126,7 +126,24 @@ def test_condition_augmentation_is_reproducible_per_seed(clips):
     assert differ(first(wave, 3, 1), first(wave, 3, 2))  # another epoch: another draw
     assert differ(first(wave, 3, 1), Augmenter(config, seed=8, babble_sources=talkers)(wave, 3, 1))  # another seed
     assert differ(first(wave, 3, 1), Augmenter(config, seed=7)(wave, 3, 1))  # the babble is in it
-    assert "telephone band" in config.describe() and "babble" in config.describe()
+    assert "telephone channel" in config.describe() and "babble" in config.describe()
+
+
+def test_training_telephone_channels_are_calls_to_the_quality_report(classifier, clips):
+    """The augmentation's telephone channel draws the codecs of telephony; each gives what the quality report
+    recognises as a call, of the clip's length."""
+    from training.augment import AugmentationConfig, Augmenter
+
+    config = AugmentationConfig(conditions=True, p_speed=0, p_pitch=0, p_gain=0, p_noise=0, p_room=0, p_telephone=1.0, p_mp3=0, p_clipping=0)
+    augmenter = Augmenter(config, seed=1)
+    channel = next(t for t in augmenter.compose.transforms if type(t).__name__ == "TelephoneChannel")
+    wave, _ = clips[0]
+    codecs = set()
+    for index in range(12):
+        call = augmenter(wave, index, 1)
+        codecs.add(channel.parameters["codec"])
+        assert len(call) == len(wave) and report(classifier, call).narrowband, channel.parameters
+    assert codecs == set(C.NARROWBAND_CODECS)
 
 
 def test_predict_csv_has_the_quality_columns(clips, tmp_path):

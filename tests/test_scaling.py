@@ -216,3 +216,28 @@ def test_train_py_streaming_run(tmp_path, data_dir):
     for flags, message in ((["--max_steps", "-1"], "give --max_steps"), (["--augment", "true"], "not available with --streaming")):
         refused = subprocess.run([*cmd, *flags], cwd=REPO, capture_output=True, text=True, timeout=600)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]
+
+
+def test_sharded_embedding_cache_keeps_the_results_on_ravdess_and_emodb(tmp_path, data_dir):
+    """The frozen mode on RAVDESS + EmoDB, its embeddings cached whole or in shards of 16 clips: the same split and
+    the same validation, test and speaker-adaptation figures."""
+    emodb = data_dir.parent / "emodb16k"
+    common = [
+        sys.executable, "train.py", "--model_name_or_path", "ge2e", "--pooling", "mean_std", "--speaker_adaptation", "true",
+        "--augment", "true", "--augment_conditions", "true", "--augment_copies", "1", "--data_dir", str(data_dir),
+        "--emodb_dir", str(emodb), "--label_map", '{"boredom": null}', "--max_clips", "240", "--num_train_epochs", "3",
+        "--per_device_train_batch_size", "32", "--learning_rate", "0.001", "--eval_strategy", "epoch",
+        "--save_strategy", "no", "--report_to", "none",
+    ]  # fmt: skip
+    runs = {}
+    for rows in ("4096", "16"):
+        out = tmp_path / f"shards-{rows}"
+        done = subprocess.run([*common, "--embedding_shard_rows", rows, "--output_dir", str(out), "--preprocessing_cache_dir",
+                               str(tmp_path / f"cache-{rows}")], cwd=REPO, capture_output=True, text=True, timeout=900)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[rows] = json.loads((out / "all_results.json").read_text())
+    whole, sharded = runs["4096"], runs["16"]
+    assert len(list((tmp_path / "cache-16").glob("embeddings-*/shard-*.arrow"))) == -(-whole["data"]["clips"] // 16)
+    assert whole["data"]["corpora"] == ["ravdess", "emodb"]
+    for key in ("split", "validation", "test", "adaptation"):
+        assert sharded[key] == whole[key], key

@@ -145,6 +145,13 @@ class DataArguments:
     preprocessing_cache_dir: str | None = field(default=None)
     preprocessing_num_workers: int | None = field(default=None)
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Start afresh instead of resuming."})
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata={
+            "help": "With --streaming: clips held to shuffle the training stream, fed from up to 10 of the dataset's "
+            "files at a time (datasets' defaults); these and the files' row groups being read bound its memory."
+        },
+    )
     streaming: bool = field(
         default=False,
         metadata={

@@ -36,12 +36,12 @@ class AugmentationConfig:
     noise_snr_min_db: float = 10.0
     noise_snr_max_db: float = 40.0
     p_noise: float = 0.5
-    # Real-world recording conditions (`--augment_conditions`): rooms, a telephone band, MP3 and clipping.
+    # Real-world recording conditions (`--augment_conditions`): rooms, telephone channels, MP3 and clipping.
     conditions: bool = False
     room_rt60_min_s: float = 0.2
-    room_rt60_max_s: float = 1.0
-    p_room: float = 0.3
-    p_telephone: float = 0.2
+    room_rt60_max_s: float = 1.5
+    p_room: float = 0.4
+    p_telephone: float = 0.3
     mp3_kbps_min: int = 16
     mp3_kbps_max: int = 48
     p_mp3: float = 0.2
@@ -61,11 +61,44 @@ class AugmentationConfig:
         if self.conditions:
             text += (
                 f", simulated rooms with target RT60 {self.room_rt60_min_s:g}–{self.room_rt60_max_s:g} s (p={self.p_room:g}), "
-                f"a telephone band (p={self.p_telephone:g}), MP3 at {self.mp3_kbps_min}–{self.mp3_kbps_max} kbit/s "
+                f"a telephone channel (300-3400 Hz band at 8 kHz, linear or through a mu-law, A-law or GSM 06.10 "
+                f"codec, p={self.p_telephone:g}), MP3 at {self.mp3_kbps_min}–{self.mp3_kbps_max} kbit/s "
                 f"(p={self.p_mp3:g}), clipping (p={self.p_clipping:g}), babble of six training-set talkers at "
                 f"{self.babble_snr_min_db:g}–{self.babble_snr_max_db:g} dB SNR (p={self.p_babble:g})"
             )
         return text + "; seeded per clip and epoch (audiomentations)"
+
+
+def _telephone_channel():
+    """An audiomentations transform: a call's narrowband channel, the codec drawn per clip."""
+    from audiomentations.core.transforms_interface import BaseWaveformTransform
+
+    class TelephoneChannel(BaseWaveformTransform):
+        """A telephone call: band-limited to 300-3400 Hz, sampled at 8 kHz, and sent as linear PCM or through a
+        narrowband codec of telephony (G.711 mu-law or A-law, GSM 06.10), back at the input's rate. Band edges
+        and codec are drawn per clip, from audiomentations' seeded random state."""
+
+        supports_multichannel = False
+        CODECS = ("linear", "mulaw", "alaw", "gsm")
+
+        def randomize_parameters(self, samples, sample_rate):
+            super().randomize_parameters(samples, sample_rate)
+            if self.parameters["should_apply"]:
+                self.parameters["low_hz"] = random.uniform(250.0, 400.0)
+                self.parameters["high_hz"] = random.uniform(3000.0, 3600.0)
+                self.parameters["codec"] = random.choice(self.CODECS)
+
+        def apply(self, samples, sample_rate):
+            from .conditions import narrowband
+
+            p = self.parameters
+            return narrowband(samples, sample_rate, p["low_hz"], p["high_hz"], p["codec"]).astype(np.float32)
+
+    return TelephoneChannel
+
+
+def TelephoneChannel(p: float):  # noqa: N802 (a transform's constructor)
+    return _telephone_channel()(p=p)
 
 
 class Augmenter:
@@ -108,18 +141,14 @@ class Augmenter:
             self(np.random.default_rng(index).standard_normal(sampling_rate).astype(np.float32), index, 2**31)
 
     def conditions(self) -> list:
-        """Rooms, a telephone band, MP3 and clipping: the channels of real recordings. Rooms are a bank of simulated
+        """Rooms, telephone channels, MP3 and clipping: the channels of real recordings. Rooms are a bank of simulated
         impulse responses (`training/conditions.py`, made once per recipe and seed) applied by audiomentations."""
         import audiomentations as A
 
         c = self.config
         return [
             A.ApplyImpulseResponse(ir_path=str(self.impulse_responses()), leave_length_unchanged=True, p=c.p_room),
-            A.Compose(
-                [A.HighPassFilter(min_cutoff_freq=250, max_cutoff_freq=400, min_rolloff=36, max_rolloff=48, p=1.0),
-                 A.LowPassFilter(min_cutoff_freq=3000, max_cutoff_freq=3800, min_rolloff=36, max_rolloff=48, p=1.0)],
-                p=c.p_telephone,
-            ),  # fmt: skip
+            TelephoneChannel(p=c.p_telephone),
             A.Mp3Compression(min_bitrate=c.mp3_kbps_min, max_bitrate=c.mp3_kbps_max, backend="fast-mp3-augment", p=c.p_mp3),
             A.ClippingDistortion(min_percentile_threshold=0, max_percentile_threshold=20, p=c.p_clipping),
         ]

@@ -50,11 +50,25 @@ def babble(clips: list[np.ndarray], seconds: float = 30.0, talkers: int = 6, see
 
 def telephone(wave: np.ndarray, codec: str = "mulaw") -> np.ndarray:
     """A narrowband call: 300-3400 Hz, 8 kHz, through G.711 mu-law ("mulaw") or GSM 06.10 ("gsm"), back at 16 kHz."""
-    band = scipy.signal.butter(6, [300, 3400], btype="band", fs=SR, output="sos")
-    narrow = soxr.resample(scipy.signal.sosfilt(band, wave), SR, 8000)
-    encoder = {"mulaw": ["-c:a", "pcm_mulaw", "-f", "wav"], "gsm": ["-c:a", "libgsm", "-f", "gsm"]}[codec]
-    coded = ffmpeg_roundtrip(narrow.astype(np.float32), 8000, encoder)
-    back = soxr.resample(coded, 8000, SR).astype(np.float32)
+    return narrowband(wave, SR, 300.0, 3400.0, codec)
+
+
+# FFmpeg encoders of the narrowband codecs of telephony; "linear" sends 16-bit PCM.
+NARROWBAND_CODECS = {
+    "linear": None,
+    "mulaw": ["-c:a", "pcm_mulaw", "-f", "wav"],
+    "alaw": ["-c:a", "pcm_alaw", "-f", "wav"],
+    "gsm": ["-c:a", "libgsm", "-f", "gsm"],
+}
+
+
+def narrowband(wave: np.ndarray, rate: int, low_hz: float, high_hz: float, codec: str) -> np.ndarray:
+    """`wave` band-limited to `low_hz`-`high_hz`, at 8 kHz, through `codec` (`NARROWBAND_CODECS`), back at `rate`."""
+    band = scipy.signal.butter(6, [low_hz, high_hz], btype="band", fs=rate, output="sos")
+    narrow = soxr.resample(scipy.signal.sosfilt(band, wave), rate, 8000).astype(np.float32)
+    encoder = NARROWBAND_CODECS[codec]
+    coded = narrow if encoder is None else ffmpeg_roundtrip(narrow, 8000, encoder)
+    back = soxr.resample(coded, 8000, rate).astype(np.float32)
     return np.pad(back[: len(wave)], (0, max(0, len(wave) - len(back))))
 
 

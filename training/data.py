@@ -26,6 +26,20 @@ FEATURES_VERSION = "2"
 WRITER_BATCH_SIZE = 64
 
 
+def return_arrow_memory_promptly() -> None:
+    """Arrow's default allocator (mimalloc) keeps freed memory for reuse in every thread that read: converting a
+    corpus's parquet files in Arrow's thread pools then holds memory that grows with the number of files read
+    (measured: 57, 121 and 127 MB for 1, 4 and 16 files of 240 clips). jemalloc with no decay delay returns freed
+    memory at once (39, 48, 48 MB). Where pyarrow was built without jemalloc, the default stays."""
+    import pyarrow as pa
+
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
+    except NotImplementedError:
+        pass
+
+
 def _audio_bytes(audio) -> bytes:
     audio = audio_source(audio)
     if isinstance(audio, bytes):

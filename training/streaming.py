@@ -43,10 +43,6 @@ from .splits import Split
 
 logger = logging.getLogger(__name__)
 
-# Encoded rows held by the shuffle buffer of the training stream (about 35 MB of 3 s FLAC clips).
-SHUFFLE_BUFFER = 1000
-
-
 def open_stream(data_args: DataArguments, columns: list[str] | None = None) -> datasets.IterableDataset:
     """The dataset as a stream with its audio left encoded; with `columns`, only those (parquet reads only them)."""
     kwargs = {} if columns is None else {"columns": columns}
@@ -219,7 +215,7 @@ def training_stream(
         return {"input_values": wave, "length": len(wave), "label": label2id[label]}
 
     stream = stream.filter(lambda row: label_of(row) is not None)
-    stream = stream.shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER)
+    stream = stream.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
     stream = stream.map(
         prepare,
         remove_columns=stream.column_names,
@@ -231,4 +227,4 @@ def training_stream(
             }
         ),
     )
-    return stream.filter(lambda row: row["length"] > 0).with_format("numpy")
+    return stream.filter(lambda row: row["length"] > 0)
