@@ -4,24 +4,23 @@ in the frozen and fine-tune modes.
     python benchmarks/bench_data_scaling.py [--multiples 1 4 16] [--actors 4]
 
 The corpus: RAVDESS actors 01-04 (240 clips), written as a local parquet dataset shaped like a Hub mirror (encoded
-FLAC bytes, label and actor columns); copy k of each clip is its audio scaled by a gain of 1 - k/1000, so that
-every copy is a different file (the duplicate check keeps it) of nearly the same sound. For each size, fresh
-processes run:
+FLAC bytes, label and actor columns, files of 60 clips); copy k of each clip is its audio scaled by a gain of
+1 - k/1000, so that every copy is a different file (the duplicate check keeps it) of nearly the same sound. For
+each size, fresh processes run:
 
 - the data stage of train.py: `load_records` (`datasets`' first conversion of the parquet files to its Arrow cache,
   reading the rows, the duplicate check) and `preprocess` (decoding, denoising, normalizing into the cached Arrow
   file);
 - the same with `--streaming`: the metadata pass, storing the held-out speakers, and one pass over the training
   stream (decoded), with a shuffle buffer of 100 clips (full at every size); the shuffle reads up to 10 of the
-  dataset's files at a time (one per 240 clips here), so the stream's memory grows until 10 files are open
-  (between 4x and 16x) and is bounded from there;
+  dataset's files at a time (4 at 1x, 10 from 4x on);
 - one epoch of train.py in the frozen mode (GE2E, embeddings computed into the sharded cache, then the head) and in
   the fine-tune mode (configs/tiny.yaml's small wav2vec2, from scratch), on the data stage's cache.
 
-Memory: the peak of the anonymous resident memory above the process's baseline after imports (sampled every 5 ms:
-what has to fit in RAM; pages of memory-mapped Arrow files belong to the page cache and are not counted), and the
-peak resident set of the whole process (VmHWM, imports and mapped pages included; the training runs' from wait4).
-Goal: the data stage's memory flat (within 20%) from 1x to 16x, time linear.
+Memory, sampled every 5 ms (20 ms for the training runs): the peak of the process's anonymous resident memory (what
+has to fit in RAM: imports, the data stage, the model), and its growth above the baseline after imports; and the
+peak of the file-backed resident pages (memory-mapped Arrow files: the page cache's, which the kernel reclaims
+under pressure). Goal: the data stage's memory flat (within 20%) from 1x to 16x, time linear.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -50,7 +48,7 @@ MEASURE = """
 import json, sys, threading, time
 sys.path.insert(0, {repo!r})
 
-def status(field):
+def status(field):  # MB
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
@@ -86,7 +84,7 @@ else:
     clips = len(features)
 total = time.perf_counter() - start
 done.set()
-print(json.dumps({{"clips": clips, "seconds": total, "peak_anon_mb": max(peak) - base, "peak_rss_mb": status("VmHWM")}}))
+print(json.dumps({{"clips": clips, "seconds": total, "peak_anon_mb": max(peak), "anon_growth_mb": max(peak) - base}}))
 """
 
 
@@ -100,7 +98,8 @@ def write_copies(root: Path, clips: list[Path], copies: int) -> None:
             sf.write(buffer, wave * np.float32(1 - k / 1000), rate, format="FLAC")
             rows.append({"audio": {"bytes": buffer.getvalue(), "path": f"{k}-{path.name}"},
                          "label": path.name.split("-")[2], "actor": path.parent.name})  # fmt: skip
-        pq.write_table(pa.Table.from_pylist(rows), root / f"train-{k:05d}.parquet")
+        for part in range(0, len(rows), 60):
+            pq.write_table(pa.Table.from_pylist(rows[part : part + 60]), root / f"train-{k:05d}-{part // 60}.parquet")
 
 
 def measure(dataset: Path, cache: Path, streaming: bool) -> dict:
@@ -112,7 +111,7 @@ def measure(dataset: Path, cache: Path, streaming: bool) -> dict:
 
 
 def one_epoch(dataset: Path, cache: Path, out: Path, mode: str) -> dict:
-    """One epoch of train.py on the data stage's cache; its times from all_results.json, its peak RSS from wait4."""
+    """One epoch of train.py on the data stage's cache: its times from all_results.json, its memory sampled from /proc."""
     if mode == "frozen":
         model = ["--model_name_or_path", "ge2e", "--pooling", "mean_std", "--embedding_batch_size", "16",
                  "--per_device_train_batch_size", "64", "--learning_rate", "0.001"]  # fmt: skip
@@ -124,18 +123,29 @@ def one_epoch(dataset: Path, cache: Path, out: Path, mode: str) -> dict:
            "--num_train_epochs", "1", "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
            "--dataloader_pin_memory", "false", "--output_dir", str(out), "--preprocessing_cache_dir", str(cache)]  # fmt: skip
     start = time.perf_counter()
-    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status:
-        raise SystemExit(stderr[-3000:])
+    log = out.parent / f"{out.name}.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
+        peaks = {"RssAnon": 0.0, "RssFile": 0.0}
+        while process.poll() is None:
+            try:
+                for line in open(f"/proc/{process.pid}/status"):
+                    field = line.split(":")[0]
+                    if field in peaks:
+                        peaks[field] = max(peaks[field], int(line.split()[1]) / 1024)
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            time.sleep(0.02)
+    if process.wait():
+        raise SystemExit(log.read_text()[-3000:])
     results = json.loads((out / "all_results.json").read_text())
     return {
         "train_clips": results["split"]["sizes"]["train"],
         "epoch_s": results["training"]["train_time_s"],
         "embedding_s": results["training"]["embedding_time_s"] if mode == "frozen" else None,
         "wall_s": time.perf_counter() - start,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_anon_mb": peaks["RssAnon"],
+        "peak_file_backed_mb": peaks["RssFile"],
     }
 
 
@@ -163,9 +173,9 @@ def main() -> None:
             rows[f"{multiple}x"] = row
             print(multiple, json.dumps(row), flush=True)
     first = f"{args.multiples[0]}x"
-    for stage, field in (("data_stage", "peak_anon_mb"), ("data_stage", "peak_rss_mb"), ("data_stage", "seconds"),
-                         ("streaming", "peak_anon_mb"), ("streaming", "seconds"), ("frozen", "peak_rss_mb"),
-                         ("frozen", "epoch_s"), ("frozen", "embedding_s"), ("fine-tune", "peak_rss_mb"), ("fine-tune", "epoch_s")):  # fmt: skip
+    for stage, field in (("data_stage", "peak_anon_mb"), ("data_stage", "anon_growth_mb"), ("data_stage", "seconds"),
+                         ("streaming", "peak_anon_mb"), ("streaming", "seconds"), ("frozen", "peak_anon_mb"),
+                         ("frozen", "epoch_s"), ("frozen", "embedding_s"), ("fine-tune", "peak_anon_mb"), ("fine-tune", "epoch_s")):  # fmt: skip
         ratios(rows, (stage, field), first)
     save("data_scaling", {"corpus": f"RAVDESS actors 01-{args.actors:02d} as parquet, gain-shifted copies", "sizes": rows})
 

@@ -77,7 +77,8 @@ class ModelArguments:
     augment_conditions: bool = field(
         default=False,
         metadata={
-            "help": "With --augment: also real-world conditions (simulated rooms, a telephone band, MP3, clipping), "
+            "help": "With --augment: also real-world conditions (simulated rooms, telephone channels with narrowband "
+            "codecs, MP3, clipping, babble), "
             "for models that must hold up on calls, rooms and compressed files."
         },
     )

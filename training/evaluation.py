@@ -35,6 +35,11 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
         raise DataError("--fit_temperature calibrates over all the model's labels: leave out --candidate_labels")
     if eval_args.fit_temperature and not (Path(eval_args.model_name_or_path) / "config.json").is_file():
         raise DataError(f"{eval_args.model_name_or_path}: --fit_temperature writes into a local model folder's config.json")
+    if data_args.streaming:
+        raise DataError(
+            "--streaming is for training; evaluate.py reads the data it scores (give the run's data flags without it, "
+            "or evaluate on a local copy of the test speakers)"
+        )
     if eval_args.part not in ("all", "test", "validation"):
         raise DataError(f"--part must be 'all', 'test' or 'validation', got {eval_args.part!r}")
     if eval_args.speaker_adaptation and eval_args.candidate_labels:
