@@ -28,7 +28,7 @@ from transformers import set_seed
 from modeling import SERFeatureExtractor
 from training.args import ArgumentsError, check_train_args, parse_train_args
 from training.checkpoints import CheckpointError
-from training.data import preprocess, return_arrow_memory_promptly
+from training.data import preprocess, preprocessing_first, return_arrow_memory_promptly
 from training.experiment import (
     finished_fold,
     load_records,
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
     feature_extractor = saved_feature_extractor(model_args) or SERFeatureExtractor(
         noise_reduction=data_args.noise_reduction
     )
-    # The first process of the whole run (of every machine) reads and preprocesses into the cache; the others then
-    # read that cache (a machine that does not share the cache folder preprocesses for itself).
-    with training_args.main_process_first(desc="data preprocessing", local=False):
+    # The first process of the whole run reads and preprocesses into the cache; the others then read that cache (a
+    # machine that does not share the cache folder preprocesses once for itself).
+    with preprocessing_first(training_args, "data preprocessing"):
         if data_args.streaming:
             streamed = prepare_streaming(data_args, feature_extractor, training_args.seed, make_splits)
             records, labels, data_info = None, streamed.labels, streamed.info

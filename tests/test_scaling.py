@@ -114,8 +114,9 @@ def test_two_machines_preprocess_once_and_share_the_embedding_cache(tmp_path, da
     results = json.loads((out / "all_results.json").read_text())
     assert results["training"]["world_size"] == 2
     # Every clip's embedding and one augmented copy of every training clip, in shards of 16 rows.
-    for rank, log in enumerate(logs):  # each machine's process computed its half of every cache
+    for rank, log in enumerate(logs):  # each machine's process computed its share of every cache
         assert f"process {rank} computed 3 of the 6 embeddings shards" in log, log[-3000:]
+        assert f"process {rank} computed" in log.split("embeddings shards")[-1] and "augmented shards" in log, log[-3000:]
     shards = sorted(p.parent.name.split("-")[0] for p in cache.glob("*/shard-*.arrow"))
     assert shards.count("embeddings") == -(-results["data"]["clips"] // 16), shards
     assert shards.count("augmented") == -(-results["split"]["sizes"]["train"] // 16), shards
@@ -126,7 +127,8 @@ def test_evaluate_under_two_processes_preprocesses_once_and_gives_the_same_resul
 
     common = ["--model_name_or_path", str(BUNDLED), "--data_dir", str(data_dir), "--max_clips", "64"]
     alone = subprocess.run(
-        [sys.executable, "evaluate.py", *common, "--preprocessing_cache_dir", str(tmp_path / "c1"), "--output_dir", str(tmp_path / "one")],
+        [sys.executable, "evaluate.py", *common, "--use_cpu", "true", "--preprocessing_cache_dir", str(tmp_path / "c1"),
+         "--output_dir", str(tmp_path / "one")],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert alone.returncode == 0, alone.stderr[-3000:]
@@ -192,6 +194,12 @@ def test_streaming_draws_the_map_style_split_and_streams_only_training_speakers(
     first = [float(row["input_values"][100]) for _, row in zip(range(8), streamed.train)]
     streamed.train.set_epoch(1)
     assert first != [float(row["input_values"][100]) for _, row in zip(range(8), streamed.train)]
+    # Another label map on the same cache: the stored held-out rows follow it (label "05" is kept this time).
+    relabelled = [{'{"01": "neutral", "05": null}': '{"01": "neutral"}'}.get(flag, flag) for flag in flags]
+    _, data_args, _ = parse_train_args([*relabelled, "--streaming", "true", "--max_steps", "5"])
+    again = prepare_streaming(data_args, fe, 42, make_splits)
+    assert again.labels == ["03", "04", "05", "neutral"]
+    assert len(again.features) > len(streamed.features) and "05" in {again.labels[y] for y in again.features["label"]}
 
 
 def test_train_py_streaming_run(tmp_path, data_dir):

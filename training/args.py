@@ -157,8 +157,9 @@ class DataArguments:
         default=False,
         metadata={
             "help": "Read --dataset_name as a stream, for corpora larger than the disk: one pass over its label and "
-            "speaker columns draws the speaker-disjoint split, the validation and test speakers are stored in the "
-            "cache, and training reads the training speakers from the stream for --max_steps steps."
+            "speaker columns (whole rows where speakers come from RAVDESS file names) draws the speaker-disjoint "
+            "split, the validation and test speakers are stored in the cache, and training reads the training "
+            "speakers from the stream for --max_steps steps, in one process."
         },
     )
 
@@ -286,6 +287,8 @@ def check_train_args(model_args: ModelArguments, data_args: DataArguments, train
         raise ArgumentsError("--augment_copies is for --augment with --freeze_backbone true")
     if model_args.speaker_adaptation and model_args.freeze_backbone is False:
         raise ArgumentsError("--speaker_adaptation trains the head on cached embeddings: add --freeze_backbone true")
+    if model_args.embedding_shard_rows < 1:
+        raise ArgumentsError(f"--embedding_shard_rows must be at least 1, got {model_args.embedding_shard_rows}")
     if model_args.class_weights not in (None, "balanced"):
         raise ArgumentsError(f"--class_weights must be 'balanced', got {model_args.class_weights!r}")
     if data_args.streaming:
@@ -301,6 +304,15 @@ def check_streaming_args(model_args: ModelArguments, data_args: DataArguments, t
         raise ArgumentsError("--streaming reads one --dataset_name: leave out --data_dir, --emodb_dir and --manifest")
     if training_args.max_steps is None or training_args.max_steps <= 0:
         raise ArgumentsError("--streaming has no length to count epochs by: give --max_steps N")
+    if training_args.world_size > 1:
+        # accelerate hands an iterable dataset's batches from the first process to the others, which needs batches
+        # of one shape; clips of every length are padded per batch.
+        raise ArgumentsError(
+            "--streaming trains in one process; for several processes or machines, use the memory-mapped path (leave "
+            "out --streaming): each process then reads its share of the cached, preprocessed clips"
+        )
+    if data_args.shuffle_buffer_size < 1:
+        raise ArgumentsError(f"--shuffle_buffer_size must be at least 1, got {data_args.shuffle_buffer_size}")
     if data_args.split != "actor":
         raise ArgumentsError(f"--streaming draws one speaker-disjoint split (--split actor or --test_corpus), not --split {data_args.split}")
     refused = {

@@ -61,44 +61,12 @@ class AugmentationConfig:
         if self.conditions:
             text += (
                 f", simulated rooms with target RT60 {self.room_rt60_min_s:g}–{self.room_rt60_max_s:g} s (p={self.p_room:g}), "
-                f"a telephone channel (300-3400 Hz band at 8 kHz, linear or through a mu-law, A-law or GSM 06.10 "
-                f"codec, p={self.p_telephone:g}), MP3 at {self.mp3_kbps_min}–{self.mp3_kbps_max} kbit/s "
+                f"a telephone channel (a band of about 300-3400 Hz at 8 kHz, without a codec or through mu-law, "
+                f"A-law or GSM 06.10, p={self.p_telephone:g}), MP3 at {self.mp3_kbps_min}–{self.mp3_kbps_max} kbit/s "
                 f"(p={self.p_mp3:g}), clipping (p={self.p_clipping:g}), babble of six training-set talkers at "
                 f"{self.babble_snr_min_db:g}–{self.babble_snr_max_db:g} dB SNR (p={self.p_babble:g})"
             )
         return text + "; seeded per clip and epoch (audiomentations)"
-
-
-def _telephone_channel():
-    """An audiomentations transform: a call's narrowband channel, the codec drawn per clip."""
-    from audiomentations.core.transforms_interface import BaseWaveformTransform
-
-    class TelephoneChannel(BaseWaveformTransform):
-        """A telephone call: band-limited to 300-3400 Hz, sampled at 8 kHz, and sent as linear PCM or through a
-        narrowband codec of telephony (G.711 mu-law or A-law, GSM 06.10), back at the input's rate. Band edges
-        and codec are drawn per clip, from audiomentations' seeded random state."""
-
-        supports_multichannel = False
-        CODECS = ("linear", "mulaw", "alaw", "gsm")
-
-        def randomize_parameters(self, samples, sample_rate):
-            super().randomize_parameters(samples, sample_rate)
-            if self.parameters["should_apply"]:
-                self.parameters["low_hz"] = random.uniform(250.0, 400.0)
-                self.parameters["high_hz"] = random.uniform(3000.0, 3600.0)
-                self.parameters["codec"] = random.choice(self.CODECS)
-
-        def apply(self, samples, sample_rate):
-            from .conditions import narrowband
-
-            p = self.parameters
-            return narrowband(samples, sample_rate, p["low_hz"], p["high_hz"], p["codec"]).astype(np.float32)
-
-    return TelephoneChannel
-
-
-def TelephoneChannel(p: float):  # noqa: N802 (a transform's constructor)
-    return _telephone_channel()(p=p)
 
 
 class Augmenter:
@@ -144,6 +112,8 @@ class Augmenter:
         """Rooms, telephone channels, MP3 and clipping: the channels of real recordings. Rooms are a bank of simulated
         impulse responses (`training/conditions.py`, made once per recipe and seed) applied by audiomentations."""
         import audiomentations as A
+
+        from .telephone import TelephoneChannel
 
         c = self.config
         return [

@@ -53,7 +53,7 @@ def telephone(wave: np.ndarray, codec: str = "mulaw") -> np.ndarray:
     return narrowband(wave, SR, 300.0, 3400.0, codec)
 
 
-# FFmpeg encoders of the narrowband codecs of telephony; "linear" sends 16-bit PCM.
+# FFmpeg encoders of the narrowband codecs of telephony; "linear" is the band-limited 8 kHz signal without a codec.
 NARROWBAND_CODECS = {
     "linear": None,
     "mulaw": ["-c:a", "pcm_mulaw", "-f", "wav"],

@@ -8,6 +8,8 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -24,6 +26,15 @@ FEATURES_VERSION = "2"
 # Rows of decoded audio that `datasets` holds before each write to the Arrow cache: this bounds the data stage's
 # memory (1,000 rows, its default, would be about 200 MB of 3 s clips), at a negligible cost in time.
 WRITER_BATCH_SIZE = 64
+
+
+@contextmanager
+def preprocessing_first(training_args, desc: str) -> Iterator[None]:
+    """Under `accelerate launch` / torchrun: the first process of the whole run does the work first (the others
+    then find it in the shared cache), then the first process of each machine (whose cache the first may not
+    share), then the rest; alone, just the work. Both steps are `TrainingArguments.main_process_first`."""
+    with training_args.main_process_first(local=False, desc=desc), training_args.main_process_first(local=True, desc=desc):
+        yield
 
 
 def return_arrow_memory_promptly() -> None:

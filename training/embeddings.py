@@ -162,7 +162,7 @@ def sharded_cache(
     folder = cache_dir / f"{kind}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     count = max(1, -(-num_rows // shard_rows))
-    paths = [folder / f"shard-{i:05d}-of-{count:05d}.arrow" for i in range(count)]
+    paths = [folder / f"shard-{i:05d}-of-{count:05d}-{shard_rows}rows.arrow" for i in range(count)]
     shape = (model.config.num_pooled_layers, model.config.pooled_size)
     schema = datasets.Features({"pooled_embeddings": datasets.Array2D(shape, "float32")})
 

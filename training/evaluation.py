@@ -16,7 +16,7 @@ from .adaptation import adaptation_report
 from .args import DataArguments, EvaluationArguments
 from .calibration import calibrate, expected_calibration_error, softmax
 from .card import metrics_table, per_corpus_table, render_card
-from .data import preprocess
+from .data import preprocess, preprocessing_first
 from .embeddings import pads_alike_inference
 from .experiment import PadCollator, evaluate_split, load_records, make_splits, subsample
 from modeling.inference import check_candidate_labels
@@ -71,7 +71,7 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
         report_to="none",
         dataloader_pin_memory=False,
     )
-    with args.main_process_first(desc="data preprocessing", local=False):
+    with preprocessing_first(args, "data preprocessing"):
         records, data_labels, data_info, features, undecodable, unknown = _evaluation_data(
             eval_args, data_args, known, model, feature_extractor
         )

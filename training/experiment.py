@@ -21,7 +21,7 @@ from .augment import AugmentationConfig, AugmentedDataset, Augmenter, EpochCallb
 from .auxiliary import FEATURE_SET, AuxiliaryTargetModel, egemaps_functionals, standardize, unwrap
 from .calibration import calibrate
 from .checkpoints import check_checkpoint_fits, pick_resume_checkpoint, save_final_model
-from .data import cache_root, drop_duplicates
+from .data import cache_root, drop_duplicates, preprocessing_first
 from .adaptation import ProfileSampler, adaptation_report, reference_spread
 from .embeddings import augmented_embeddings, cached_embeddings
 from serving.files import write_json_atomic
@@ -329,7 +329,7 @@ def run_split(
     trained_model = model
     if model_args.auxiliary_egemaps_weight > 0:
         by_sha1 = {r["sha1"]: i for i, r in enumerate(records)}
-        with training_args.main_process_first(desc="eGeMAPS functionals", local=False):
+        with preprocessing_first(training_args, "eGeMAPS functionals"):
             targets = egemaps_functionals(records, cache_root(data_args.preprocessing_cache_dir))
         targets = targets[[by_sha1[s] for s in features["sha1"]]]
         data = data.add_column("auxiliary_targets", list(standardize(targets, split.train)))
@@ -361,7 +361,11 @@ def run_split(
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
 
     # remove_unused_columns: the collator reads raw columns; push_to_hub: done once, with the card, at the end.
-    args = dataclasses.replace(training_args, output_dir=str(output_dir), remove_unused_columns=False, push_to_hub=False)
+    # ignore_data_skip with a stream: resuming would otherwise read and decode every batch seen before the checkpoint.
+    args = dataclasses.replace(
+        training_args, output_dir=str(output_dir), remove_unused_columns=False, push_to_hub=False,
+        ignore_data_skip=training_args.ignore_data_skip or train_stream is not None,
+    )  # fmt: skip
     trainer = Trainer(
         model=trained_model,
         args=args,

@@ -3,12 +3,16 @@
 Nothing of the corpus is stored but its validation and test speakers:
 
 1. one pass over the stream's label, speaker and sex columns gives the speakers, and the same speaker-disjoint
-   split as the map-style path draws from them (from parquet, such as Hub datasets, with `--sex_column_name`, only
-   those columns are read; otherwise the rows are read whole once, for the file names);
-2. the validation and test speakers' rows are written to one Arrow file in the preprocessing cache and then go
-   through the map-style path (duplicate check, preprocessing, evaluation as usual);
+   split as the map-style path draws from them (from parquet, such as Hub datasets, with a speaker column, only
+   those columns are read; where speakers or sexes come from RAVDESS file names, the rows are read whole once);
+2. the validation and test speakers' rows, with their encoded audio (read from the Hub where the dataset is a
+   folder of audio files; local files are kept as paths), are written to one Arrow file in the preprocessing cache
+   and then go through the map-style path (duplicate check, preprocessing, evaluation as usual);
 3. training reads the training speakers' rows from the stream, shuffled in a buffer and decoded on the fly, for
-   `--max_steps` steps (`Trainer` starts the stream again, reshuffled, when it ends).
+   `--max_steps` steps (`Trainer` starts the stream again, reshuffled, when it ends), in one process.
+
+The run's counts (`clips`, label counts, training clips) are those of the stream's rows, before the duplicate check
+and decoding, which the stored validation and test parts go through.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -35,6 +40,7 @@ from .sources import (
     corpus_name,
     encoded_audio,
     label_names,
+    parse_ravdess_name,
     read_label_map,
     records_of_dataset,
     row_record,
@@ -50,11 +56,29 @@ def open_stream(data_args: DataArguments, columns: list[str] | None = None) -> d
         stream = datasets.load_dataset(
             data_args.dataset_name, data_args.dataset_config_name, split=data_args.dataset_split, streaming=True, **kwargs
         )
-    except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as err:
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+        if columns is not None:
+            raise  # the caller reads whole rows instead
         raise DataError(f"--dataset_name {data_args.dataset_name}: could not be loaded ({type(err).__name__}: {err})") from None
+    if stream.features is None:  # builders that know their columns only once they read (JSON lines)
+        stream = stream._resolve_features()
     if columns is not None:
         return stream
     return encoded_audio(stream, data_args.dataset_name, data_args.audio_column_name, data_args.label_column_name)
+
+
+def encoded(audio: dict) -> bytes | str:
+    """A streamed clip's encoded bytes, or the path of a local file. A dataset of audio files on the Hub streams
+    their remote paths: those are read here."""
+    if audio.get("bytes"):
+        return audio["bytes"]
+    path = audio.get("path") or ""
+    if os.path.isfile(path):
+        return path
+    from datasets.utils.file_utils import xopen
+
+    with xopen(path, "rb") as f:
+        return f.read()
 
 
 def _fields(row: dict, index: int, data_args: DataArguments, names, corpus: str) -> dict | None:
@@ -73,8 +97,12 @@ def stream_metadata(data_args: DataArguments) -> tuple[list[dict], list[str] | N
     full = open_stream(data_args)
     names = class_label_names(full, data_args.label_column_name)
     stream = full
-    # Without speaker and sex columns, both come from RAVDESS file names, which are in the audio column.
-    if {data_args.actor_column_name, data_args.sex_column_name} <= set(full.column_names or ()):
+    # Speakers and sexes come from their columns, or else from RAVDESS file names, which are in the audio column: the
+    # first row's file name says whether those are needed.
+    first = next(iter(full), None)
+    path = ((first or {}).get(data_args.audio_column_name) or {}).get("path") or ""
+    from_names = not data_args.sex_column_name and parse_ravdess_name(os.path.basename(path)) is not None
+    if data_args.actor_column_name in (full.column_names or ()) and not from_names:
         try:  # the metadata columns alone: a parquet source reads nothing else (no audio)
             stream = open_stream(data_args, [c for c in wanted if c in full.column_names])
         except (ValueError, TypeError):
@@ -87,6 +115,15 @@ def stream_metadata(data_args: DataArguments) -> tuple[list[dict], list[str] | N
     if not any(rows):
         raise DataError(f"--dataset_name {data_args.dataset_name}: no labelled rows")
     return rows, names
+
+
+def local_files(dataset_name: str) -> list | None:
+    """Name, size and modification time of every file of a local dataset (None for a Hub id)."""
+    root = Path(dataset_name)
+    if not root.exists():
+        return None
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return [(str(p.relative_to(root.parent)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
 
 @dataclass
@@ -131,17 +168,26 @@ def prepare_streaming(
     speakers = {part: set(split.actors[part]) for part in ("validation", "test")}
     held_out = speakers["validation"] | speakers["test"]
 
-    # The held-out speakers' rows, written once to the cache as they come (encoded audio and metadata).
+    # The held-out speakers' rows, written once to the cache as they come (encoded audio and metadata). The file is
+    # named after the rows it holds and their metadata (label map included), and, for a local dataset, its files'
+    # sizes and times: another selection, relabelled rows or changed files make another one.
     stream = open_stream(data_args)
+    wanted = {index: record for index, record in zip(indices, mapped) if record["speaker"] in held_out}
     key = hashlib.sha1(
-        json.dumps([data_args.dataset_name, data_args.dataset_config_name, data_args.dataset_split, len(rows), sorted(held_out)]).encode()
-    ).hexdigest()[:16]
+        json.dumps(
+            [data_args.dataset_name, data_args.dataset_config_name, data_args.dataset_split, data_args.audio_column_name,
+             sorted(wanted.items()), local_files(data_args.dataset_name)], sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]  # fmt: skip
     path = cache_root(data_args.preprocessing_cache_dir) / f"streamed-heldout-{key}.arrow"
-    wanted = {index for index, record in zip(indices, mapped) if record["speaker"] in held_out}
     if not path.exists():
+        audio_column = data_args.audio_column_name
         with atomic_path(path) as tmp, ArrowWriter(features=stream.features, path=str(tmp), writer_batch_size=64) as writer:
             for index, row in enumerate(stream):
                 if index in wanted:
+                    source = encoded(row[audio_column])  # a remote file's bytes are read now: the file is the copy
+                    if isinstance(source, bytes):
+                        row = {**row, audio_column: {"bytes": source, "path": row[audio_column].get("path")}}
                     writer.write(row)
             writer.finalize()
     held = datasets.Dataset.from_file(str(path))
@@ -158,6 +204,7 @@ def prepare_streaming(
     streamed_split = Split(
         kind=split.kind,
         train=split.train,  # rows of `summary`: the training stream's
+        # The held-out parts are rows of `features`, the training part rows of `summary` (what the stream holds).
         validation=[int(i) for i in np.flatnonzero(np.isin(part_of, sorted(speakers["validation"])))],
         test=[int(i) for i in np.flatnonzero(np.isin(part_of, sorted(speakers["test"])))],
         seed=split.seed,
@@ -208,8 +255,8 @@ def training_stream(
         label = label_of(row)
         audio = row[data_args.audio_column_name]
         try:
-            wave = feature_extractor.process_waveform(load_audio(audio.get("bytes") or audio["path"], feature_extractor.sampling_rate))
-        except AudioError as err:
+            wave = feature_extractor.process_waveform(load_audio(encoded(audio), feature_extractor.sampling_rate))
+        except (AudioError, OSError) as err:
             logger.warning("skipping %s: %s", audio.get("path"), err)
             wave = np.zeros(0, np.float32)
         return {"input_values": wave, "length": len(wave), "label": label2id[label]}
