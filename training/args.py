@@ -12,6 +12,8 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from serving.loading import ModelError, check_backbone_config, resolve_model_path
 
+from .embeddings import SHARD_ROWS
+
 
 @dataclass
 class ModelArguments:
@@ -45,7 +47,7 @@ class ModelArguments:
     )
     embedding_batch_size: int = field(default=8)
     embedding_shard_rows: int = field(
-        default=1024,
+        default=SHARD_ROWS,
         metadata={
             "help": "Frozen backbone: clips per file of the embedding cache (memory-mapped Arrow shards; under "
             "`accelerate launch` each process computes its share of the shards)."

@@ -22,6 +22,9 @@ from modeling import SERForSequenceClassification
 from serving.files import atomic_path
 
 EMBEDDINGS_VERSION = "3"
+# Rows per cache shard (`--embedding_shard_rows`): small enough that one shard of wav2vec2-base's 13 layers (40 MB)
+# is cheap to hold while it is written, large enough that a corpus of a few hundred hours is a few hundred files.
+SHARD_ROWS = 1024
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ def cached_embeddings(
     batch_size: int,
     training_args: TrainingArguments,
     cache_dir: Path,
-    shard_rows: int = 1024,
+    shard_rows: int = SHARD_ROWS,
 ) -> tuple[datasets.Dataset, float]:
     """The dataset with a `pooled_embeddings` column, computed once per backbone and data (cached on disk, in
     memory-mapped shards)."""
@@ -114,7 +117,7 @@ def augmented_embeddings(
     batch_size: int,
     training_args: TrainingArguments,
     cache_dir: Path,
-    shard_rows: int = 1024,
+    shard_rows: int = SHARD_ROWS,
 ) -> tuple[list[datasets.Dataset], float]:
     """Embeddings of `copies` augmented copies of every row of `features`, one memory-mapped dataset per copy
     (copy `c` of row `i` is the augmenter's draw for epoch `c + 1` and index `i`), each cached on disk (`features`
@@ -136,11 +139,6 @@ def augmented_embeddings(
 def _key(model: SERForSequenceClassification, features: datasets.Dataset, extra: str = "") -> str:
     text = f"{EMBEDDINGS_VERSION}-{backbone_fingerprint(model)}-{features._fingerprint}-{model.config.pooling}"
     return hashlib.sha1((text + (f"-{extra}" if extra else "")).encode()).hexdigest()[:16]
-
-
-# Rows per cache shard: small enough that one shard of wav2vec2-base's 13 layers (40 MB) is cheap to hold while it
-# is written, large enough that a corpus of a few hundred hours is a few hundred files.
-SHARD_ROWS = 1024
 
 
 def sharded_cache(

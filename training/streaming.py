@@ -49,6 +49,7 @@ from .splits import Split
 
 logger = logging.getLogger(__name__)
 
+
 def open_stream(data_args: DataArguments, columns: list[str] | None = None) -> datasets.IterableDataset:
     """The dataset as a stream with its audio left encoded; with `columns`, only those (parquet reads only them)."""
     kwargs = {} if columns is None else {"columns": columns}
