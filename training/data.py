@@ -18,14 +18,11 @@ from accelerate import PartialState
 
 from modeling import AudioError, SERFeatureExtractor, load_audio
 
-from .sources import ArrowAudio, audio_source
+from .sources import ARROW_WRITER_BATCH_SIZE, ArrowAudio, audio_source
 
 logger = logging.getLogger(__name__)
 
 FEATURES_VERSION = "2"
-# Rows of decoded audio that `datasets` holds before each write to the Arrow cache: this bounds the data stage's
-# memory (1,000 rows, its default, would be about 200 MB of 3 s clips), at a negligible cost in time.
-WRITER_BATCH_SIZE = 64
 
 
 @contextmanager
@@ -133,7 +130,7 @@ def preprocess(
         cache_file_name=str(root / f"features-{key}.arrow"),
         new_fingerprint=key,
         num_proc=num_proc,
-        writer_batch_size=WRITER_BATCH_SIZE,
+        writer_batch_size=ARROW_WRITER_BATCH_SIZE,
         desc="Decoding, denoising and normalizing audio",
         features=datasets.Features(
             {

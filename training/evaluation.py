@@ -72,7 +72,7 @@ def evaluate_model(eval_args: EvaluationArguments, data_args: DataArguments, com
         dataloader_pin_memory=False,
     )
     with preprocessing_first(args, "data preprocessing"):
-        records, data_labels, data_info, features, undecodable, unknown = _evaluation_data(
+        data_labels, data_info, features, undecodable, unknown = _evaluation_data(
             eval_args, data_args, known, model, feature_extractor
         )
     parts = {"all": (features, "all clips of the sources")}
@@ -157,7 +157,7 @@ def _evaluation_data(eval_args, data_args, known: set, model, feature_extractor)
         records, feature_extractor, dict(model.config.label2id), data_args.preprocessing_cache_dir,
         data_args.preprocessing_num_workers,
     )  # fmt: skip
-    return records, data_labels, data_info, features, undecodable, unknown
+    return data_labels, data_info, features, undecodable, unknown
 
 
 @torch.inference_mode()

@@ -31,6 +31,9 @@ from modeling.audio import AUDIO_EXTENSIONS
 logger = logging.getLogger(__name__)
 
 SEXES = ("male", "female")
+# Rows that `datasets` holds before each write to an Arrow file (a source's conversion, the preprocessed audio, the
+# stored held-out rows of a stream): this bounds the memory of every write; the default, 1,000 rows, is about 200 MB
+# of decoded 3 s clips.
 ARROW_WRITER_BATCH_SIZE = 64
 
 
@@ -210,8 +213,6 @@ def load_hub_records(
     import datasets
 
     try:
-        # Rows of encoded audio held per write while the source is converted to Arrow: fewer than the default
-        # 1,000 (about 40 MB of 3 s FLAC clips, more of WAV) lowers the memory of a first load.
         dataset = datasets.load_dataset(
             dataset_name, config_name, split=split, cache_dir=cache_dir, writer_batch_size=ARROW_WRITER_BATCH_SIZE
         )

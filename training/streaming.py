@@ -34,6 +34,7 @@ from serving.files import atomic_path
 from .args import DataArguments
 from .data import cache_root, drop_duplicates, preprocess
 from .sources import (
+    ARROW_WRITER_BATCH_SIZE,
     DataError,
     apply_label_map,
     class_label_names,
@@ -183,7 +184,9 @@ def prepare_streaming(
     path = cache_root(data_args.preprocessing_cache_dir) / f"streamed-heldout-{key}.arrow"
     if not path.exists():
         audio_column = data_args.audio_column_name
-        with atomic_path(path) as tmp, ArrowWriter(features=stream.features, path=str(tmp), writer_batch_size=64) as writer:
+        with atomic_path(path) as tmp, ArrowWriter(
+            features=stream.features, path=str(tmp), writer_batch_size=ARROW_WRITER_BATCH_SIZE
+        ) as writer:
             for index, row in enumerate(stream):
                 if index in wanted:
                     source = encoded(row[audio_column])  # a remote file's bytes are read now: the file is the copy
