@@ -15,16 +15,47 @@ if [ ${#packages[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
-if [ "${1:-}" = "--test" ] && [ ! -d .cache/music/asc-music/files ]; then
-  # Instrumental music (Debian's asc-music, GPL-2+) for the test that music without a voice is refused; fetched
-  # from the package archive, never committed. benchmarks/bench_music.py keeps its music in the same place.
-  mkdir -p .cache/music && rm -rf .cache/music/asc-music .cache/music/asc-music.tmp
+# Files of a Debian package, unpacked into .cache/DEST/files: fetched from the package archive, never committed.
+debian_files() {
+  local package=$1 dest=.cache/$2
+  [ -d "$dest/files" ] && return
+  mkdir -p "$(dirname "$dest")" && rm -rf "$dest" "$dest.tmp" && mkdir -p "$dest.tmp"
   (
-    cd .cache/music
-    apt-get download -qq asc-music 2>/dev/null || { $sudo apt-get update -qq && apt-get download -qq asc-music; }
-    dpkg-deb -x asc-music_*.deb asc-music.tmp && rm asc-music_*.deb
-    mkdir asc-music && mv asc-music.tmp asc-music/files
+    cd "$dest.tmp"
+    apt-get download -qq "$package" 2>/dev/null || { $sudo apt-get update -qq && apt-get download -qq "$package"; }
+    dpkg-deb -x "$package"_*.deb files && rm "$package"_*.deb
   )
+  mv "$dest.tmp" "$dest"
+}
+if [ "${1:-}" = "--test" ]; then
+  # Instrumental music (asc-music, GPL-2+) for the test that music without a voice is refused and for the
+  # robustness benchmark's music bed; benchmarks/bench_music.py keeps its music in the same place.
+  debian_files asc-music music/asc-music
+  # Recorded city sounds and music of LinCity-NG (GPL-2+), at 16 kHz, in two sets that share no recording: street,
+  # rail, crowd, harbour and water recordings are the robustness benchmark's environmental noise (held-out/); the
+  # other recordings and the game's music, cut into 5 s pieces so that music is drawn about as often as the rest, are
+  # the backgrounds the bundled recipe trains with (training/).
+  lincity=.cache/sounds/lincity-ng
+  if [ ! -d $lincity/training ]; then
+    debian_files lincity-ng-data sounds/lincity-ng
+    game=$lincity/files/usr/share/games/lincity-ng
+    rm -rf $lincity/held-out $lincity/training.tmp && mkdir -p $lincity/held-out $lincity/training.tmp
+    to16k() { ffmpeg -nostdin -v error -i "$1" -ac 1 -ar 16000 "${@:2}"; }
+    for sound in $game/sounds/*.wav; do
+      name=$(basename "$sound")
+      case $name in
+        Trafic* | DirtTrack* | RailTrain* | SportsCroud* | Market* | Harbor* | Water*) to16k "$sound" $lincity/held-out/"$name" ;;
+        Click.wav | Window*) ;;  # interface clicks, not surroundings
+        *) to16k "$sound" $lincity/training.tmp/"$name" ;;
+      esac
+    done
+    i=0
+    for track in $game/music/default/*.ogg; do
+      i=$((i + 1))
+      to16k "$track" -f segment -segment_time 5 $lincity/training.tmp/music$i-%03d.wav
+    done
+    rm -rf $lincity/files && mv $lincity/training.tmp $lincity/training
+  fi
 fi
 requirements=(-r requirements.txt)
 [ "${1:-}" = "--test" ] && requirements+=(-r requirements-test.txt)

@@ -2,13 +2,16 @@
 
     python benchmarks/bench_robustness.py [--max_clips N] [--write_to_model]
     python benchmarks/bench_robustness.py --write_to_model --reuse     # the last run's figures into the model
+    python benchmarks/bench_robustness.py --speakers validation --model runs/candidate   # choosing a recipe
 
-Speakers: the bundled model's own test speakers (RAVDESS actors 01, 14, 15, 20; EmoDB speakers 14, 15; 348 clips),
-never used to train or tune it or anything here. Conditions (`training/conditions.py`): clean; telephone band at
+Speakers: the model's own test speakers (for the bundled model RAVDESS actors 01, 14, 15, 20 and EmoDB speakers 14,
+15; 348 clips), never used to train or tune it or anything here. A training recipe is chosen on the validation
+speakers (`--speakers validation`), never on these. Conditions (`training/conditions.py`): clean; telephone band at
 8 kHz through G.711 mu-law and through GSM 06.10; MP3 at 24 kbit/s and Opus at 12 kbit/s; simulated rooms with RT60
 0.3, 0.6 and 1.0 s (six rooms each; image sources and ray tracing, their measured RT60 reported); babble noise at 20, 10 and 5 dB SNR (six streams of real speech of speakers outside the test
 set); speech over instrumental music at 5 dB (Debian's asc-music, held out from the speech/music check; fetched by
-`bash install.sh --test`); low levels (-40 and -65 dBFS active speech level); hard clipping (4x overdrive).
+`bash install.sh --test`); recorded street, rail, crowd, harbour and water sounds at 20, 10 and 5 dB SNR (Debian's
+lincity-ng-data, GPL-2+, fetched by `bash install.sh --test`: the recordings that training's backgrounds leave out); low levels (-40 and -65 dBFS active speech level); hard clipping (4x overdrive).
 
 For each: accuracy (refused clips count as errors) and unweighted average recall of the bundled model through its
 whole policy (`SERClassifier`: speech detection included), the ratio to clean, how many clips speech detection
@@ -38,8 +41,8 @@ from training.auxiliary import egemaps_functionals
 from training.data import cache_root
 from training.experiment import load_records
 
-TEST_SPEAKERS = {"ravdess:01", "ravdess:14", "ravdess:15", "ravdess:20", "emodb:14", "emodb:15"}
 MUSIC = REPO / ".cache" / "music" / "asc-music" / "files"
+ENVIRONMENT = REPO / ".cache" / "sounds" / "lincity-ng" / "held-out"
 
 
 def records() -> list[dict]:
@@ -62,7 +65,16 @@ def room_banks() -> tuple[dict, dict]:
     return banks, measured
 
 
-def condition_functions(babble: np.ndarray, music: np.ndarray, rooms: dict) -> dict:
+def environmental_noise() -> np.ndarray:
+    """The held-out city recordings laid end to end, each at the same RMS (so that no one dominates the mix)."""
+    recordings = sorted(ENVIRONMENT.glob("*.wav"))
+    if not recordings:
+        raise SystemExit(f"no environmental recordings in {ENVIRONMENT}: run bash install.sh --test first")
+    waves = [load_audio(r, max_duration_s=None) for r in recordings]
+    return np.concatenate([w / (np.sqrt(np.mean(w.astype(np.float64) ** 2)) + 1e-9) for w in waves]).astype(np.float32)
+
+
+def condition_functions(babble: np.ndarray, music: np.ndarray, environment: np.ndarray, rooms: dict) -> dict:
     """name -> f(wave, speech_power, seed)."""
     return {
         "clean": lambda w, p, s: w,
@@ -77,6 +89,9 @@ def condition_functions(babble: np.ndarray, music: np.ndarray, rooms: dict) -> d
         "babble 10 dB": lambda w, p, s: C.add_noise(w, babble, 10, p, s),
         "babble 5 dB": lambda w, p, s: C.add_noise(w, babble, 5, p, s),
         "music bed 5 dB": lambda w, p, s: C.add_noise(w, music, 5, p, s),
+        "city noise 20 dB": lambda w, p, s: C.add_noise(w, environment, 20, p, s),
+        "city noise 10 dB": lambda w, p, s: C.add_noise(w, environment, 10, p, s),
+        "city noise 5 dB": lambda w, p, s: C.add_noise(w, environment, 5, p, s),
         "level -40 dBFS": lambda w, p, s: C.set_level(w, -40, p),
         "level -65 dBFS": lambda w, p, s: C.set_level(w, -65, p),
         "clipping 4x": lambda w, p, s: C.clip(w),
@@ -86,7 +101,7 @@ def condition_functions(babble: np.ndarray, music: np.ndarray, rooms: dict) -> d
 # The condition families the input-quality report names, and the benchmark rows that stand for them (the worst).
 FAMILIES = {
     "telephone": ["telephone mu-law", "telephone GSM"],
-    "noise": ["babble 10 dB"],
+    "noise": ["babble 10 dB", "city noise 10 dB"],
     "clipping": ["clipping 4x"],
     "quiet": ["level -65 dBFS"],  # where the report's note starts (below -60 dBFS)
 }
@@ -95,23 +110,28 @@ FAMILIES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max_clips", type=int, default=None, help="every n-th test clip, for a quick run")
+    parser.add_argument("--model", type=Path, default=BUNDLED, help="a saved model (default: the bundled one)")
+    parser.add_argument("--speakers", choices=("test", "validation"), default="test", help="the model's split to use")
+    parser.add_argument("--conditions", nargs="+", default=None, help="only these conditions (clean always)")
     parser.add_argument("--write_to_model", action="store_true", help="store the accuracies in the model's config")
     parser.add_argument("--reuse", action="store_true", help="with --write_to_model: the figures of the last run")
     args = parser.parse_args()
-    if args.write_to_model and args.max_clips:
-        parser.error("--write_to_model stores figures of the whole test set: leave out --max_clips")
+    if args.write_to_model and (args.max_clips or args.conditions or args.speakers != "test"):
+        parser.error("--write_to_model stores figures of every condition on the whole test set: leave out --max_clips, --conditions and --speakers")
     if args.reuse:
         if not args.write_to_model:
             parser.error("--reuse only writes the last run's figures into the model: add --write_to_model")
-        write_to_model(RESULTS / "robustness.json")
+        write_to_model(args.model, RESULTS / "robustness.json")
         return
 
     every = records()
-    test = [r for r in every if r["speaker"] in TEST_SPEAKERS]
-    train = [r for r in every if r["speaker"] not in TEST_SPEAKERS]
+    # The model's own split: its held-out speakers are measured; babble and the anchor come from its training ones.
+    split = json.loads((args.model / "all_results.json").read_text())["split"]["actors"]
+    test = [r for r in every if r["speaker"] in split[args.speakers]]
+    train = [r for r in every if r["speaker"] in split["train"]]
     if args.max_clips:
         test = test[:: max(1, len(test) // args.max_clips)][: args.max_clips]
-    classifier = SERClassifier.from_pretrained(BUNDLED)
+    classifier = SERClassifier.from_pretrained(args.model)
     labels = classifier.labels
     y = np.array([labels.index(r["label"]) for r in test])
 
@@ -127,12 +147,19 @@ def main() -> None:
     if not tracks:
         raise SystemExit(f"no instrumental music in {MUSIC}: run bash install.sh --test first")
     music = np.concatenate([load_audio(t, max_duration_s=None) for t in tracks])
+    environment = environmental_noise()
 
     clean = [load_audio(r["audio"]) for r in test]
     powers = [C.active_speech_power(w, detector().probabilities(w)) for w in clean]
     rooms, measured_rt60 = room_banks()
     results = {}
-    for name, degrade in condition_functions(babble, music, rooms).items():
+    conditions = condition_functions(babble, music, environment, rooms)
+    if args.conditions:
+        unknown = set(args.conditions) - set(conditions)
+        if unknown:
+            parser.error(f"unknown conditions {sorted(unknown)}; the conditions: {list(conditions)}")
+        conditions = {n: f for n, f in conditions.items() if n == "clean" or n in args.conditions}
+    for name, degrade in conditions.items():
         predicted, refused, anchor_x, snr, narrow, clipped = [], 0, [], [], 0, 0
         for i, (wave, power) in enumerate(zip(clean, powers)):
             x = degrade(wave, power, i)
@@ -167,12 +194,17 @@ def main() -> None:
         r["anchor_ratio_to_clean"] = round(r["anchor_accuracy"] / clean_anchor, 3)
     worst = min((n for n in results if n != "clean"), key=lambda n: results[n]["accuracy"])
     robustness = {"clean": round(clean_acc, 3)}
-    robustness |= {family: round(min(results[n]["accuracy"] for n in rows), 3) for family, rows in FAMILIES.items()}
+    robustness |= {
+        family: round(min(results[n]["accuracy"] for n in rows), 3)
+        for family, rows in FAMILIES.items()
+        if all(n in results for n in rows)
+    }
     summary = save(
-        "robustness",
+        "robustness" if args.speakers == "test" else "robustness-validation",
         {
-            "model": str(BUNDLED.relative_to(REPO)),
-            "test_speakers": sorted(TEST_SPEAKERS),
+            "model": str(args.model.resolve().relative_to(REPO)) if args.model.resolve().is_relative_to(REPO) else args.model.name,
+            "speakers": args.speakers,
+            "measured_speakers": sorted(split[args.speakers]),
             "clips": len(test),
             "anchor": f"eGeMAPSv02 functionals + logistic regression (C=1), trained on {len(train)} clean clips of the other speakers",
             "conditions": results,
@@ -183,24 +215,24 @@ def main() -> None:
         },
     )
     if args.write_to_model:
-        write_to_model(summary)
+        write_to_model(args.model, summary)
 
 
-def write_to_model(summary: Path) -> None:
+def write_to_model(model: Path, summary: Path) -> None:
     """The figures the input-quality report quotes go into the model's config, the table into its card."""
     from modeling import SERConfig
     from serving.files import write_json_atomic, write_text_atomic
     from training.card import render_card
 
     measured = json.loads(summary.read_text())
-    config = SERConfig.from_pretrained(BUNDLED)
+    config = SERConfig.from_pretrained(model)
     config.robustness = measured["robustness_for_the_quality_report"]
-    config.save_pretrained(BUNDLED)
-    all_results = json.loads((BUNDLED / "all_results.json").read_text())
+    config.save_pretrained(model)
+    all_results = json.loads((model / "all_results.json").read_text())
     keep = ("command", "clips", "anchor", "conditions", "measured_rt60_s", "worst_condition", "worst_ratio_to_clean")
     all_results["robustness"] = {k: measured[k] for k in keep}
-    write_json_atomic(BUNDLED / "all_results.json", all_results)
-    write_text_atomic(BUNDLED / "README.md", render_card(all_results))
+    write_json_atomic(model / "all_results.json", all_results)
+    write_text_atomic(model / "README.md", render_card(all_results))
 
 
 if __name__ == "__main__":

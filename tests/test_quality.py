@@ -1,6 +1,8 @@
 """Real-world conditions: each degradation applied to real clips, the input-quality report recognises it, speech
 through it is not refused, and the training augmentation that covers them is reproducible per seed."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import BUNDLED, REPO
@@ -10,6 +12,16 @@ from modeling.speech import detect_speech, detector
 from training import conditions as C
 
 MUSIC = REPO / ".cache" / "music" / "asc-music" / "files"
+# LinCity-NG's recorded city sounds (Debian's lincity-ng-data, GPL-2+), split by `bash install.sh --test` into the
+# benchmark's environmental noise and training's backgrounds.
+CITY = REPO / ".cache" / "sounds" / "lincity-ng"
+
+
+@pytest.fixture(scope="module")
+def city_noise():
+    recordings = sorted((CITY / "held-out").glob("*.wav"))
+    assert recordings, f"recorded city noise for this test comes with `bash install.sh --test` (in {CITY})"
+    return np.concatenate([load_audio(r, max_duration_s=None) for r in recordings])
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +74,15 @@ def test_added_noise_lowers_the_snr_estimate_by_about_the_amount_added(classifie
     assert any("noisy (SNR about" in line for line in report(classifier, noisy).notes)
 
 
+def test_recorded_city_noise_lowers_the_snr_estimate(classifier, clips, city_noise):
+    """Traffic, trains, crowds and water are not stationary like white noise: the estimate only has to follow."""
+    for i, (wave, power) in enumerate(clips):
+        estimates = [report(classifier, C.add_noise(wave, city_noise, snr, power, seed=i)).snr_db for snr in (20, 10, 5)]
+        assert estimates == sorted(estimates, reverse=True), estimates
+        assert estimates[0] - estimates[2] > 8, estimates
+        assert estimates[2] < 15, estimates
+
+
 def test_clipping_and_a_very_low_level_are_flagged(classifier, clips, tmp_path):
     import soundfile as sf
     import soxr
@@ -90,7 +111,7 @@ def test_notes_quote_the_accuracy_the_model_measured(clips):
     ]
 
 
-def test_speech_through_every_condition_is_not_refused(clips):
+def test_speech_through_every_condition_is_not_refused(clips, city_noise):
     tracks = sorted(MUSIC.rglob("*.mp3"))
     assert tracks, f"instrumental music for this test comes with `bash install.sh --test` (in {MUSIC})"
     music = load_audio(tracks[0], max_duration_s=None)
@@ -101,6 +122,7 @@ def test_speech_through_every_condition_is_not_refused(clips):
         for name, degraded in {
             "music bed 5 dB": C.add_noise(wave, music, 5, power, seed=i),
             "noise 5 dB": C.add_noise(wave, noise, 5, power, seed=i),
+            "city noise 5 dB": C.add_noise(wave, city_noise, 5, power, seed=i),
             "MP3 24 kbit/s": C.compress(wave, "mp3", 24),
             "Opus 12 kbit/s": C.compress(wave, "opus", 12),
             "room RT60 1 s": C.reverberate(wave, room),
@@ -127,6 +149,26 @@ def test_condition_augmentation_is_reproducible_per_seed(clips):
     assert differ(first(wave, 3, 1), Augmenter(config, seed=8, babble_sources=talkers)(wave, 3, 1))  # another seed
     assert differ(first(wave, 3, 1), Augmenter(config, seed=7)(wave, 3, 1))  # the babble is in it
     assert "telephone channel" in config.describe() and "babble" in config.describe()
+
+    # Background recordings: the same draw for the same seed, and they are in it.
+    backgrounds = dataclasses.replace(config, backgrounds=str(CITY / "training"), p_background=1.0)
+    with_backgrounds = Augmenter(backgrounds, seed=7, babble_sources=talkers)
+    assert np.array_equal(with_backgrounds(wave, 3, 1), Augmenter(backgrounds, seed=7, babble_sources=talkers)(wave, 3, 1))
+    assert differ(with_backgrounds(wave, 3, 1), first(wave, 3, 1))
+    assert "background recordings" in backgrounds.describe()
+    with pytest.raises(FileNotFoundError, match="no background recordings"):
+        Augmenter(dataclasses.replace(backgrounds, backgrounds=str(CITY / "missing")), seed=7)
+
+
+def test_benchmark_noise_is_none_of_the_training_backgrounds():
+    import hashlib
+
+    def digests(folder):
+        return {hashlib.sha1(f.read_bytes()).hexdigest() for f in folder.glob("*.wav")}
+
+    held_out, training = digests(CITY / "held-out"), digests(CITY / "training")
+    assert len(held_out) >= 20 and len(training) >= 200
+    assert not held_out & training
 
 
 def test_training_telephone_channels_are_calls_to_the_quality_report(classifier, clips):

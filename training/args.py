@@ -84,6 +84,13 @@ class ModelArguments:
             "for models that must hold up on calls, rooms and compressed files."
         },
     )
+    augment_backgrounds: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --augment_conditions: a folder of background recordings (music, street or machine noise) "
+            "mixed in under the voice at 0-20 dB SNR."
+        },
+    )
     auxiliary_egemaps_weight: float = field(
         default=0.0,
         metadata={
@@ -264,6 +271,8 @@ def check_train_args(model_args: ModelArguments, data_args: DataArguments, train
         raise ArgumentsError(f"--fold {data_args.fold} needs --split kfold and 0 <= fold < --folds ({data_args.folds})")
     if model_args.augment_conditions and not model_args.augment:
         raise ArgumentsError("--augment_conditions adds to the on-the-fly augmentation: add --augment true")
+    if model_args.augment_backgrounds and not model_args.augment_conditions:
+        raise ArgumentsError("--augment_backgrounds is one of the recording conditions: add --augment_conditions true")
     if model_args.augment and training_args.dataloader_persistent_workers:
         raise ArgumentsError(
             "--augment draws each epoch's augmentation from the epoch number, which persistent data-loader workers "

@@ -50,6 +50,11 @@ class AugmentationConfig:
     p_babble: float = 0.3
     babble_snr_min_db: float = 0.0
     babble_snr_max_db: float = 20.0
+    # Background recordings (music, street and machine noise: a folder of audio files), mixed in under the voice.
+    backgrounds: str | None = None
+    p_background: float = 0.3
+    background_snr_min_db: float = 0.0
+    background_snr_max_db: float = 20.0
 
     def describe(self) -> str:
         text = (
@@ -66,6 +71,11 @@ class AugmentationConfig:
                 f"(p={self.p_mp3:g}), clipping (p={self.p_clipping:g}), babble of six training-set talkers at "
                 f"{self.babble_snr_min_db:g}–{self.babble_snr_max_db:g} dB SNR (p={self.p_babble:g})"
             )
+            if self.backgrounds:
+                text += (
+                    f", background recordings of {Path(self.backgrounds).as_posix()} at "
+                    f"{self.background_snr_min_db:g}–{self.background_snr_max_db:g} dB SNR (p={self.p_background:g})"
+                )
         return text + "; seeded per clip and epoch (audiomentations)"
 
 
@@ -116,8 +126,20 @@ class Augmenter:
         from .telephone import TelephoneChannel
 
         c = self.config
+        backgrounds = []
+        if c.backgrounds:
+            if not any(f.is_file() for f in Path(c.backgrounds).rglob("*")):
+                raise FileNotFoundError(f"no background recordings in {c.backgrounds} (the recipe's come with `bash install.sh --test`)")
+            # Noise in the room is not the talker's reverberation: added after the room, before the channel.
+            backgrounds.append(
+                A.AddBackgroundNoise(
+                    sounds_path=c.backgrounds, min_snr_db=c.background_snr_min_db, max_snr_db=c.background_snr_max_db,
+                    noise_rms="relative", p=c.p_background,
+                )
+            )  # fmt: skip
         return [
             A.ApplyImpulseResponse(ir_path=str(self.impulse_responses()), leave_length_unchanged=True, p=c.p_room),
+            *backgrounds,
             TelephoneChannel(p=c.p_telephone),
             A.Mp3Compression(min_bitrate=c.mp3_kbps_min, max_bitrate=c.mp3_kbps_max, backend="fast-mp3-augment", p=c.p_mp3),
             A.ClippingDistortion(min_percentile_threshold=0, max_percentile_threshold=20, p=c.p_clipping),

@@ -318,7 +318,7 @@ def run_split(
         columns = ["pooled_embeddings", "label"]
         if model_args.augment:
             augmenter = Augmenter(
-                AugmentationConfig(conditions=model_args.augment_conditions), training_args.seed,
+                augmentation_config(model_args), training_args.seed,
                 babble_sources=babble_sources(features, split.train, training_args.seed),
             )  # fmt: skip
             copies, seconds = augmented_embeddings(
@@ -346,7 +346,7 @@ def run_split(
     if frozen:
         train_data = frozen_training_rows(data, features, split.train, copies)
     elif model_args.augment:
-        augmentation = AugmentationConfig(conditions=model_args.augment_conditions)
+        augmentation = augmentation_config(model_args)
         augmenter = Augmenter(augmentation, training_args.seed, babble_sources=babble_sources(features, split.train, training_args.seed))
         train_data = AugmentedDataset(parts["train"], augmenter)
         callbacks.append(EpochCallback(train_data))
@@ -419,6 +419,10 @@ def run_split(
 
 
 FOLD_RESULTS = "fold_results.json"
+
+
+def augmentation_config(model_args: ModelArguments) -> AugmentationConfig:
+    return AugmentationConfig(conditions=model_args.augment_conditions, backgrounds=model_args.augment_backgrounds)
 
 
 def babble_sources(features: datasets.Dataset, train_rows: list[int], seed: int, count: int = 60) -> list[np.ndarray]:
@@ -541,7 +545,7 @@ def describe_mode(model: SERForSequenceClassification, streaming: bool = False) 
 def describe_extras(model_args: ModelArguments) -> dict:
     return {
         "augmentation": (
-            AugmentationConfig(conditions=model_args.augment_conditions).describe()
+            augmentation_config(model_args).describe()
             + (f"; {model_args.augment_copies} augmented copies of each training clip, embedded once" if model_args.augment_copies else "")
         )
         if model_args.augment
