@@ -47,7 +47,7 @@ class AugmentationConfig:
     p_mp3: float = 0.2
     p_clipping: float = 0.1
     # Babble: other training speakers talking at once (only where the training clips are given as its source).
-    p_babble: float = 0.3
+    p_babble: float = 0.5
     babble_snr_min_db: float = 0.0
     babble_snr_max_db: float = 20.0
     # Background recordings (music, street and machine noise: a folder of audio files), mixed in under the voice.
