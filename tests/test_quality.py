@@ -2,6 +2,7 @@
 through it is not refused, and the training augmentation that covers them is reproducible per seed."""
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -133,7 +134,7 @@ def test_speech_through_every_condition_is_not_refused(clips, city_noise):
             assert detect_speech(degraded, name=name), name
 
 
-def test_condition_augmentation_is_reproducible_per_seed(clips):
+def test_condition_augmentation_is_reproducible_per_seed(clips, tmp_path):
     from training.augment import AugmentationConfig, Augmenter
 
     config = AugmentationConfig(conditions=True, p_room=1.0, p_telephone=1.0, p_mp3=1.0, p_clipping=1.0, p_babble=1.0)
@@ -158,6 +159,12 @@ def test_condition_augmentation_is_reproducible_per_seed(clips):
     assert "background recordings" in backgrounds.describe()
     with pytest.raises(FileNotFoundError, match="no background recordings"):
         Augmenter(dataclasses.replace(backgrounds, backgrounds=str(CITY / "missing")), seed=7)
+    # Cached augmented copies are keyed by what the folder holds: one file fewer, another key.
+    fewer = tmp_path / "fewer"
+    shutil.copytree(CITY / "training", fewer)
+    next(fewer.glob("*.wav")).unlink()
+    other = Augmenter(dataclasses.replace(backgrounds, backgrounds=str(fewer)), seed=7, babble_sources=talkers)
+    assert other.backgrounds_key and other.backgrounds_key != with_backgrounds.backgrounds_key
 
 
 def test_benchmark_noise_is_none_of_the_training_backgrounds():

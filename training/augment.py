@@ -98,6 +98,12 @@ class Augmenter:
 
             self.babble = babble(babble_sources, seconds=60.0, talkers=6, seed=seed)
             self.babble_key = hashlib.sha1(self.babble.tobytes()).hexdigest()[:12]
+        # What the background folder holds (names and sizes), so that cached copies follow a change of its files.
+        self.backgrounds_key = None
+        if config.conditions and config.backgrounds:
+            files = sorted(f for f in Path(config.backgrounds).rglob("*") if f.is_file())
+            listing = repr([(f.relative_to(config.backgrounds).as_posix(), f.stat().st_size) for f in files])
+            self.backgrounds_key = hashlib.sha1(listing.encode()).hexdigest()[:12]
         c = config
         self.compose = A.Compose(
             [

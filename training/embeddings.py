@@ -125,7 +125,8 @@ def augmented_embeddings(
     parts, elapsed = [], 0.0
     for c in range(copies):
         view = _AugmentedView(features, augmenter, c + 1)
-        key = _key(model, features, f"{augmenter.config!r}-{augmenter.seed}-{augmenter.babble_key}-copy{c + 1}")
+        sources = f"{augmenter.babble_key}" + (f"-{augmenter.backgrounds_key}" if augmenter.backgrounds_key else "")
+        key = _key(model, features, f"{augmenter.config!r}-{augmenter.seed}-{sources}-copy{c + 1}")
         part, seconds = sharded_cache(
             cache_dir, "augmented", key, len(features), model,
             lambda rows, view=view: extract_embeddings(model, view, collate, batch_size, training_args.device, rows),
