@@ -102,6 +102,8 @@ class Augmenter:
         self.backgrounds_key = None
         if config.conditions and config.backgrounds:
             files = sorted(f for f in Path(config.backgrounds).rglob("*") if f.is_file())
+            if not files:
+                raise FileNotFoundError(f"no background recordings in {config.backgrounds} (the recipe's come with `bash install.sh --test`)")
             listing = repr([(f.relative_to(config.backgrounds).as_posix(), f.stat().st_size) for f in files])
             self.backgrounds_key = hashlib.sha1(listing.encode()).hexdigest()[:12]
         c = config
@@ -134,8 +136,6 @@ class Augmenter:
         c = self.config
         backgrounds = []
         if c.backgrounds:
-            if not any(f.is_file() for f in Path(c.backgrounds).rglob("*")):
-                raise FileNotFoundError(f"no background recordings in {c.backgrounds} (the recipe's come with `bash install.sh --test`)")
             # Noise in the room is not the talker's reverberation: added after the room, before the channel.
             backgrounds.append(
                 A.AddBackgroundNoise(
