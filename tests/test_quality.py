@@ -119,6 +119,10 @@ def test_speech_through_every_condition_is_not_refused(clips, city_noise):
     noise = np.random.default_rng(1).standard_normal(16000 * 10).astype(np.float32)
     room, rt60 = C.room_impulse_response(1.0, seed=3)
     assert 0.7 < rt60 < 1.6  # the simulated room is about as reverberant as asked
+    # A seed is one room on every run, ray-traced tail included (the benchmark's rooms, training's bank of rooms).
+    assert np.array_equal(C.room_impulse_response(1.0, seed=3)[0], room)
+    other, _ = C.room_impulse_response(1.0, seed=4)
+    assert not np.allclose(other[: min(len(other), len(room))], room[: min(len(other), len(room))])
     for i, (wave, power) in enumerate(clips):
         for name, degraded in {
             "music bed 5 dB": C.add_noise(wave, music, 5, power, seed=i),
@@ -165,6 +169,51 @@ def test_condition_augmentation_is_reproducible_per_seed(clips, tmp_path):
     next(fewer.glob("*.wav")).unlink()
     other = Augmenter(dataclasses.replace(backgrounds, backgrounds=str(fewer)), seed=7, babble_sources=talkers)
     assert other.backgrounds_key and other.backgrounds_key != with_backgrounds.backgrounds_key
+
+
+def test_degraded_training_copies_meet_the_noise_reduction_as_recordings_do_at_inference(clips):
+    """Training degrades the recording first and then prepares it as inference prepares a noisy recording: the
+    noise under the voice goes through the model's noise reduction, instead of reaching the head untouched."""
+    from modeling import SERFeatureExtractor
+    from training.augment import AugmentationConfig, Augmenter
+
+    city_at_5_db = AugmentationConfig(
+        conditions=True, p_speed=0, p_pitch=0, p_gain=0, p_noise=0, p_room=0, p_telephone=0, p_mp3=0, p_clipping=0,
+        p_babble=0, backgrounds=str(CITY / "training"), p_background=1.0, background_snr_min_db=5, background_snr_max_db=5,
+    )  # fmt: skip
+    feature_extractor = SERFeatureExtractor()
+    wave, _ = clips[0]
+    source = feature_extractor.normalize(wave)  # as training.data.augmentation_sources gives a clip: not denoised
+    recording = Augmenter(city_at_5_db, seed=7)(source, 3, 1)  # the noisy recording (normalized only)
+    copy = Augmenter(city_at_5_db, seed=7, feature_extractor=feature_extractor)(source, 3, 1)
+
+    def similarity(a, b):
+        return float(np.corrcoef(a, b)[0, 1])
+
+    assert similarity(copy, feature_extractor.process_waveform(recording)) > 0.999  # what inference would prepare
+    assert similarity(copy, recording) < 0.99  # the noise reduction acted on it
+
+
+def test_augmentation_starts_from_the_clips_before_noise_reduction(data_dir, tmp_path):
+    """`augmentation_sources`: the training clips decoded and normalized, not denoised, row for row with the
+    preprocessed features; for a model without noise reduction, the features themselves."""
+    from modeling import SERFeatureExtractor
+    from training.data import augmentation_sources, drop_duplicates, preprocess
+
+    paths = sorted((data_dir / "Actor_14").glob("*.flac"))[:6]
+    records, _ = drop_duplicates([{"audio": str(p), "label": "x", "speaker": "14", "sex": "f", "corpus": "ravdess"} for p in paths])
+    feature_extractor = SERFeatureExtractor()
+    features, _ = preprocess(records, feature_extractor, {"x": 0}, str(tmp_path))
+    features = features.select([4, 1, 3])  # any selection of rows: the sources follow its order
+    sources = augmentation_sources(records, features, feature_extractor, {"x": 0}, str(tmp_path))
+    assert sources["sha1"] == features["sha1"] and sources["path"] == features["path"]
+    for row, source in zip(features, sources):
+        recording = load_audio(data_dir / "Actor_14" / row["path"])
+        np.testing.assert_allclose(source["input_values"], SERFeatureExtractor.normalize(recording), atol=1e-5)
+        assert not np.allclose(row["input_values"], source["input_values"], atol=1e-3)  # the features are denoised
+    plain = SERFeatureExtractor(noise_reduction=False)
+    unreduced, _ = preprocess(records, plain, {"x": 0}, str(tmp_path))
+    assert augmentation_sources(records, unreduced, plain, {"x": 0}, str(tmp_path)) is unreduced
 
 
 def test_benchmark_noise_is_none_of_the_training_backgrounds():

@@ -99,10 +99,13 @@ def ffmpeg_roundtrip(wave: np.ndarray, rate: int, encoder: list[str]) -> np.ndar
 def room_impulse_response(rt60_s: float, seed: int = 0) -> tuple[np.ndarray, float]:
     """A simulated shoebox room's impulse response (talker and microphone 1.5-3 m apart at random places; image
     sources for the early reflections, ray tracing for the tail, as pyroomacoustics' hybrid simulator does) and its
-    measured RT60, which Sabine's formula only approximates."""
+    measured RT60, which Sabine's formula only approximates. The same seed gives the same room."""
     import pyroomacoustics as pra
 
     rng = np.random.default_rng(seed)
+    # The ray tracing draws from pyroomacoustics' own generators (numpy's and its C++ library's): seeded too, so that a
+    # seed gives the same room on every run and machine (the benchmark's rooms, training's bank of rooms).
+    pra.random.seed(numpy=seed)
     room_dim = np.array([rng.uniform(5, 8), rng.uniform(4, 6), rng.uniform(2.6, 3.2)])
     absorption, _ = pra.inverse_sabine(rt60_s, room_dim)
     room = pra.ShoeBox(room_dim, fs=SR, materials=pra.Material(absorption), max_order=3, ray_tracing=True, air_absorption=True)
