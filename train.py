@@ -28,7 +28,7 @@ from transformers import set_seed
 from modeling import SERFeatureExtractor
 from training.args import ArgumentsError, check_train_args, parse_train_args
 from training.checkpoints import CheckpointError
-from training.data import augmentation_sources, preprocess, preprocessing_first, return_arrow_memory_promptly
+from training.data import preprocess, preprocessing_first, return_arrow_memory_promptly
 from training.experiment import (
     finished_fold,
     load_records,
@@ -77,18 +77,13 @@ def main(argv: list[str] | None = None) -> dict:
             records, labels, data_info = None, streamed.labels, streamed.info
             features, undecodable, splits = streamed.features, streamed.undecodable, [streamed.split]
         else:
-            streamed = sources = None
+            streamed = None
             records, labels, data_info = load_records(data_args)
             records = subsample(records, data_args.max_clips, training_args.seed)
             label2id = {label: i for i, label in enumerate(labels)}
             features, undecodable = preprocess(
                 records, feature_extractor, label2id, data_args.preprocessing_cache_dir, data_args.preprocessing_num_workers
             )
-            if model_args.augment:
-                sources = augmentation_sources(
-                    records, features, feature_extractor, label2id, data_args.preprocessing_cache_dir,
-                    data_args.preprocessing_num_workers,
-                )  # fmt: skip
     if streamed is None:
         splits = make_splits(features, data_args, training_args.seed)
 
@@ -104,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
             finished_fold(split, run_dir, recipe, data_args.overwrite_output_dir)
             or run_split(
                 split, features, records, labels, model_args, data_args, training_args, feature_extractor, run_dir,
-                *((streamed.train, streamed.train_labels) if streamed else ()), sources=sources,
+                *((streamed.train, streamed.train_labels) if streamed else ()),
             )  # fmt: skip
         )
     if data_args.fold is not None:

@@ -8,7 +8,8 @@ Speakers: the model's own test speakers (for the bundled model RAVDESS actors 01
 15; 348 clips), never used to train or tune it or anything here. A training recipe is chosen on the validation
 speakers (`--speakers validation`), never on these. Conditions (`training/conditions.py`): clean; telephone band at
 8 kHz through G.711 mu-law and through GSM 06.10; MP3 at 24 kbit/s and Opus at 12 kbit/s; simulated rooms with RT60
-0.3, 0.6 and 1.0 s (six rooms each; image sources and ray tracing, their measured RT60 reported); babble noise at 20, 10 and 5 dB SNR (six streams of real speech of speakers outside the test
+0.3, 0.6 and 1.0 s (six rooms each; image sources and ray tracing, seeded, so the same rooms on every run; their
+measured RT60 reported); babble noise at 20, 10 and 5 dB SNR (six streams of real speech of speakers outside the test
 set); speech over instrumental music at 5 dB (Debian's asc-music, held out from the speech/music check; fetched by
 `bash install.sh --test`); recorded street, rail, crowd, harbour and water sounds at 20, 10 and 5 dB SNR (Debian's
 lincity-ng-data, GPL-2+, fetched by `bash install.sh --test`: the recordings that training's backgrounds leave out); low levels (-40 and -65 dBFS active speech level); hard clipping (4x overdrive).

@@ -1,11 +1,8 @@
 """On-the-fly waveform augmentation for training with a live backbone (`audiomentations`), seeded per clip and epoch.
 
-Augmentation degrades the recording, as the world does before a recording reaches the model: it starts from the
-clip decoded and normalized but not yet denoised (`training.data.augmentation_sources`), and the degraded waveform
-then goes through the model's own preprocessing (noise reduction, normalization), as it would at inference. Starting
-from the denoised clip would train the head on noise that the noise reduction never touched, which it never meets
-at inference. A plain gain change would be undone by the normalization, so the gain step is a gain *transition* (a
-loudness ramp inside the clip), which survives it.
+Augmentation runs on the cached, already denoised waveform, and the waveform is normalized again afterwards, as
+the model's preprocessing does at inference. A plain gain change would be undone by that normalization, so the
+gain step is a gain *transition* (a loudness ramp inside the clip), which survives it.
 
 Each clip's augmentation is drawn from a generator seeded by (seed, epoch, row): the same seed gives the same
 waveforms whatever the number of data-loader workers, and a resumed run sees what an uninterrupted one would.
@@ -23,8 +20,6 @@ import torch
 from transformers import TrainerCallback
 
 from modeling import SAMPLING_RATE, SERFeatureExtractor
-
-from .data import preprocessing_settings
 
 
 @dataclass
@@ -81,29 +76,20 @@ class AugmentationConfig:
                     f", background recordings of {Path(self.backgrounds).as_posix()} at "
                     f"{self.background_snr_min_db:g}–{self.background_snr_max_db:g} dB SNR (p={self.p_background:g})"
                 )
-        return text + "; applied to the recording, before the model's preprocessing (as at inference); seeded per clip and epoch (audiomentations)"
+        return text + "; seeded per clip and epoch (audiomentations)"
 
 
 class Augmenter:
-    """A seeded `audiomentations.Compose` with the model's preprocessing after it: `feature_extractor`'s noise
-    reduction and normalization (`process_waveform`), or normalization alone when none is given."""
+    """A seeded `audiomentations.Compose` with the model's normalization after it."""
 
     def __init__(
-        self,
-        config: AugmentationConfig,
-        seed: int,
-        sampling_rate: int = SAMPLING_RATE,
-        babble_sources: list[np.ndarray] | None = None,
-        feature_extractor: SERFeatureExtractor | None = None,
+        self, config: AugmentationConfig, seed: int, sampling_rate: int = SAMPLING_RATE, babble_sources: list[np.ndarray] | None = None
     ):
         import audiomentations as A
 
         self.config = config
         self.seed = seed
         self.sampling_rate = sampling_rate
-        self.finish = feature_extractor.process_waveform if feature_extractor is not None else SERFeatureExtractor.normalize
-        # What the finishing step does to a waveform, for the keys of cached augmented copies.
-        self.finish_key = "normalize" if feature_extractor is None else repr(sorted(preprocessing_settings(feature_extractor).items()))
         # Babble made once from the given clips (the training speakers': never a held-out voice), 60 s looped.
         self.babble = None
         self.babble_key = None
@@ -204,18 +190,15 @@ class Augmenter:
         finally:
             random.setstate(saved[0])
             np.random.set_state(saved[1])
-        return self.finish(out)
+        return SERFeatureExtractor.normalize(out)
 
 
 class AugmentedDataset(torch.utils.data.Dataset):
-    """A training dataset whose `input_values` are augmented on access; `set_epoch` picks the epoch's draws. The
-    augmentation starts from row i of `sources` (the clips before noise reduction) where given, else from the
-    dataset's own `input_values`."""
+    """A training dataset whose `input_values` are augmented on access; `set_epoch` picks the epoch's draws."""
 
-    def __init__(self, dataset, augmenter: Augmenter, sources=None):
+    def __init__(self, dataset, augmenter: Augmenter):
         self.dataset = dataset
         self.augmenter = augmenter
-        self.sources = sources
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -226,8 +209,7 @@ class AugmentedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         row = dict(self.dataset[int(index)])
-        source = row if self.sources is None else self.sources[int(index)]
-        row["input_values"] = self.augmenter(np.asarray(source["input_values"], dtype=np.float32), int(index), self.epoch)
+        row["input_values"] = self.augmenter(np.asarray(row["input_values"], dtype=np.float32), int(index), self.epoch)
         return row
 
 

@@ -3,7 +3,6 @@ path (cached on disk)."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -123,7 +122,6 @@ def preprocess(
         return {"input_values": wave, "length": len(wave)}
 
     key = features_cache_key(records, feature_extractor)
-    doing, done = ("denoising and normalizing", "denoised and normalized") if feature_extractor.noise_reduction else ("normalizing", "normalized")
     root = cache_root(cache_dir)
     cached = any(root.glob(f"features-{key}.arrow")) or any(root.glob(f"features-{key}_*.arrow"))  # one file, or num_proc shards
     audio = datasets.Dataset.from_dict({"sha1": [r["sha1"] for r in records]}).map(
@@ -133,7 +131,7 @@ def preprocess(
         new_fingerprint=key,
         num_proc=num_proc,
         writer_batch_size=ARROW_WRITER_BATCH_SIZE,
-        desc=f"Decoding, {doing} audio",
+        desc="Decoding, denoising and normalizing audio",
         features=datasets.Features(
             {
                 "sha1": datasets.Value("string"),
@@ -154,7 +152,7 @@ def preprocess(
     if cached:
         logger.info("features of %d clips read from the cache %s", len(records), root)
     elif process == 0:
-        logger.info("decoded, %s %d clips into the cache %s", done, len(records), root)
+        logger.info("decoded, denoised and normalized %d clips into the cache %s", len(records), root)
     else:  # the first process of the run preprocesses for all; another one only where it cannot see that cache
         logger.warning(
             "process %d decoded %d clips itself: the first process's cache was not there (is %s shared between "
@@ -164,27 +162,6 @@ def preprocess(
         audio = audio.add_column(name, values)
     usable = audio.filter(lambda length: length > 0, input_columns="length")
     return usable, len(audio) - len(usable)
-
-
-def augmentation_sources(
-    records: list[dict],
-    features: datasets.Dataset,
-    feature_extractor: SERFeatureExtractor,
-    label2id: dict[str, int],
-    cache_dir: str | None = None,
-    num_proc: int | None = None,
-) -> datasets.Dataset:
-    """The rows of `features`, in its order, as augmentation starts from them: decoded and normalized, not yet
-    denoised (cached like `features`). Noise, babble, rooms and channels reach a recording before the model does, so
-    a degraded training copy goes through the model's noise reduction after the degradation, as at inference
-    (`training.augment.Augmenter`). Without noise reduction the two are the same clips: `features` itself."""
-    if not feature_extractor.noise_reduction:
-        return features
-    plain = copy.deepcopy(feature_extractor)
-    plain.noise_reduction = False
-    sources, _ = preprocess(records, plain, label2id, cache_dir, num_proc)
-    row_of = {sha1: i for i, sha1 in enumerate(sources["sha1"])}
-    return sources.select([row_of[sha1] for sha1 in features["sha1"]])
 
 
 def label_counts(labels: list[int], names: list[str]) -> dict[str, int]:

@@ -121,13 +121,12 @@ def augmented_embeddings(
 ) -> tuple[list[datasets.Dataset], float]:
     """Embeddings of `copies` augmented copies of every row of `features`, one memory-mapped dataset per copy
     (copy `c` of row `i` is the augmenter's draw for epoch `c + 1` and index `i`), each cached on disk (`features`
-    are the split's training rows as augmentation starts from them, before noise reduction, and their babble comes
-    from the same training speakers)."""
+    are the split's training rows, whose babble comes from the same training speakers)."""
     parts, elapsed = [], 0.0
     for c in range(copies):
         view = _AugmentedView(features, augmenter, c + 1)
         sources = f"{augmenter.babble_key}" + (f"-{augmenter.backgrounds_key}" if augmenter.backgrounds_key else "")
-        key = _key(model, features, f"{augmenter.config!r}-{augmenter.seed}-{sources}-{augmenter.finish_key}-copy{c + 1}")
+        key = _key(model, features, f"{augmenter.config!r}-{augmenter.seed}-{sources}-copy{c + 1}")
         part, seconds = sharded_cache(
             cache_dir, "augmented", key, len(features), model,
             lambda rows, view=view: extract_embeddings(model, view, collate, batch_size, training_args.device, rows),

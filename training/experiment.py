@@ -285,12 +285,10 @@ def run_split(
     output_dir: Path,
     train_stream: datasets.IterableDataset | None = None,
     train_labels: np.ndarray | None = None,
-    sources: datasets.Dataset | None = None,
 ) -> dict:
     """Trains and evaluates one split. With `train_stream` (`--streaming`), training reads that stream, whose
     labels are `train_labels`, and `features` holds the validation and test clips only; a frozen backbone then
-    runs on every step instead of from cached embeddings. With `--augment`, `sources` are the rows of `features`
-    before noise reduction (`training.data.augmentation_sources`; `features` itself when not given)."""
+    runs on every step instead of from cached embeddings."""
     set_seed(training_args.seed)
     model = build_model(model_args, labels)
     frozen = model.config.freeze_backbone and train_stream is None
@@ -309,7 +307,6 @@ def run_split(
         raise ArgumentsError("--speaker_adaptation trains the head on cached embeddings: add --freeze_backbone true")
     collate = PadCollator(feature_extractor)
     embedding_time = 0.0
-    sources = features if sources is None else sources
     data = features
     columns = ["input_values", "label"]
     copies = None
@@ -320,9 +317,12 @@ def run_split(
         )
         columns = ["pooled_embeddings", "label"]
         if model_args.augment:
-            augmenter = make_augmenter(model_args, training_args, feature_extractor, sources, split)
+            augmenter = Augmenter(
+                augmentation_config(model_args), training_args.seed,
+                babble_sources=babble_sources(features, split.train, training_args.seed),
+            )  # fmt: skip
             copies, seconds = augmented_embeddings(
-                model, sources.select(split.train), augmenter, model_args.augment_copies, collate,
+                model, features.select(split.train), augmenter, model_args.augment_copies, collate,
                 model_args.embedding_batch_size, training_args, cache, model_args.embedding_shard_rows,
             )  # fmt: skip
             embedding_time += seconds
@@ -346,8 +346,9 @@ def run_split(
     if frozen:
         train_data = frozen_training_rows(data, features, split.train, copies)
     elif model_args.augment:
-        augmenter = make_augmenter(model_args, training_args, feature_extractor, sources, split)
-        train_data = AugmentedDataset(parts["train"], augmenter, sources.select(split.train).with_format("numpy", columns=["input_values"]))
+        augmentation = augmentation_config(model_args)
+        augmenter = Augmenter(augmentation, training_args.seed, babble_sources=babble_sources(features, split.train, training_args.seed))
+        train_data = AugmentedDataset(parts["train"], augmenter)
         callbacks.append(EpochCallback(train_data))
     class_weights = balanced_class_weights(train_labels, len(labels)) if model_args.class_weights == "balanced" else None
     profiles = None
@@ -422,15 +423,6 @@ FOLD_RESULTS = "fold_results.json"
 
 def augmentation_config(model_args: ModelArguments) -> AugmentationConfig:
     return AugmentationConfig(conditions=model_args.augment_conditions, backgrounds=model_args.augment_backgrounds)
-
-
-def make_augmenter(model_args, training_args, feature_extractor: SERFeatureExtractor, sources: datasets.Dataset, split: Split) -> Augmenter:
-    """The recipe's augmenter: babble of the split's training speakers' recordings (before noise reduction, as
-    babble reaches a microphone), and the model's preprocessing after each degradation."""
-    return Augmenter(
-        augmentation_config(model_args), training_args.seed,
-        babble_sources=babble_sources(sources, split.train, training_args.seed), feature_extractor=feature_extractor,
-    )  # fmt: skip
 
 
 def babble_sources(features: datasets.Dataset, train_rows: list[int], seed: int, count: int = 60) -> list[np.ndarray]:
