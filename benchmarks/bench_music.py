@@ -2,7 +2,7 @@
 it never saw.
 
     python benchmarks/bench_music.py          # held-out figures of the committed modeling/music_gate.py
-    python benchmarks/bench_music.py --fit    # refit it first (about 15 min on 2 cores), then the same figures
+    python benchmarks/bench_music.py --fit    # refit it first (about 11 min on 2 cores), then the same figures
 
 Music: instrumental game soundtracks from Debian's archive (GPL-2+ and free licences; fetched with
 `apt-get download` into .cache/music, never committed). Four packages (composers) fit the check, four others are
@@ -13,6 +13,8 @@ speakers are held out. Each clip plain, and a quarter of them each with white no
 other clip also in a reverberant room (one of 12 simulated rooms with RT60 0.3-1.5 s, `training/conditions.py`,
 seeded apart from the robustness benchmark's and training's rooms): a long reverberant tail makes speech sustained
 and smeared, as music is, and the check refused such speech before it heard any.
+Tones: steady sine tones and sweeps (80-1200 Hz, 2-6 s, three levels), every other one fitting the check as not a
+voice, the rest held out.
 
 The check sees what `detect_speech` would give it: the pieces of Silero's segments (or of the whole audio when
 speech is present but not delimited). Audio Silero already refuses never reaches it. A segment is music when all
@@ -99,8 +101,8 @@ def _mix(speech: np.ndarray, other: np.ndarray, snr_db: float) -> np.ndarray:
     return (speech + gain * other).astype(np.float32)
 
 
-# Seeds of the rooms the check is fitted and measured with: none of the robustness benchmark's (3000-10005) or of
-# the bundled recipe's training bank (42000-42023).
+# Seeds of the rooms the check is fitted and measured with: none of the robustness benchmark's (3000-10005);
+# training's banks draw theirs from `np.random.SeedSequence`.
 ROOM_SEED = 70_000
 ROOMS = 12
 
@@ -143,11 +145,14 @@ def pieces_features(wave: np.ndarray) -> list[list[dict]] | None:
 
 
 def _work(item):
+    """(kind, group, name, segments' piece features), and whether it was computed (None: the caller has it cached)."""
     kind, group, name, wave = item
+    if wave is None:
+        return (kind, group, name, None), None
     import torch
 
     torch.set_num_threads(1)
-    return kind, group, name, pieces_features(wave)
+    return (kind, group, name, pieces_features(wave)), True
 
 
 def examples(cache: Path):
@@ -164,9 +169,33 @@ def examples(cache: Path):
     for variant, path, wave in speech_examples(clips, beds):
         speaker = path.parent.name if path.parent.name.startswith("Actor_") else path.name[:2]
         yield f"speech: {variant}", speaker, str(path.relative_to(DATA_DIR.parent)), wave
+    yield from tone_examples()
+
+
+def tone_examples():
+    """Steady tones and sweeps, 80-1200 Hz, 2-6 s, at three levels: no voice, but a steady pitch, which the check let
+    through as speech once Silero judged presence at one level (a 200 Hz tone reached 0.34 there). Every other
+    frequency (32, 9% apart) and sweep fits the check, the rest are held out."""
+    for i, freq in enumerate(np.geomspace(80, 1200, 32)):
+        for seconds in (2.0, 3.5, 6.0):
+            t = np.arange(int(seconds * SR)) / SR
+            for level in (0.005, 0.05, 0.5):
+                yield "tone", "fit" if i % 2 == 0 else "held out", f"{freq:.0f} Hz {seconds:g} s x{level:g}", (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    sweeps = ((100, 600), (200, 2000), (80, 300), (300, 1200), (150, 900), (120, 2400), (250, 500), (90, 1500))
+    for i, (start, end) in enumerate(sweeps):
+        for seconds in (2.0, 3.5, 6.0):
+            t = np.arange(int(seconds * SR)) / SR
+            phase = 2 * np.pi * (start * t + (end - start) * t**2 / (2 * seconds))
+            for level in (0.005, 0.05, 0.5):
+                yield "tone", "fit" if i % 2 == 0 else "held out", f"sweep {start}-{end} Hz {seconds:g} s x{level:g}", (level * np.sin(phase)).astype(np.float32)
+
+
+NOT_VOICE = ("music", "tone")  # what the check refuses; everything else is speech
 
 
 def is_fit(kind: str, group: str) -> bool:
+    if kind == "tone":
+        return group == "fit"
     return group in FIT_MUSIC if kind == "music" else group in FIT_RAVDESS | FIT_EMODB
 
 
@@ -198,24 +227,25 @@ def fit_gate(rows) -> None:
     from modeling import speech
 
     fit = [(kind, seg) for kind, group, _, segs in rows if segs and is_fit(kind, group) for seg in segs]
-    y = np.array([kind == "music" for kind, seg in fit for _ in seg])
+    y = np.array([kind in NOT_VOICE for kind, seg in fit for _ in seg])
     full, p = _logistic(np.nan_to_num(np.array([[piece[f] for f in FEATURES] for _, seg in fit for piece in seg])), y)
     silero_features = FEATURES[:5]
     stage, p1 = _logistic(np.array([[piece[f] for f in silero_features] for _, seg in fit for piece in seg]), y)
     # A segment is dropped when all its pieces score above the threshold: no fit speech segment may be.
     p, p1 = iter(p), iter(p1)
     segments = [(kind, [(next(p), next(p1)) for _ in seg]) for kind, seg in fit]
-    threshold = max(MIN_THRESHOLD, max(min(s for s, _ in seg) for kind, seg in segments if kind != "music"))
+    threshold = max(MIN_THRESHOLD, max(min(s for s, _ in seg) for kind, seg in segments if kind not in NOT_VOICE))
     # The first stage keeps a piece without openSMILE when Silero alone scores it below every piece of every fit
     # music segment that the full check refuses: none of those is kept by it.
-    refused = [seg for kind, seg in segments if kind == "music" and all(s > threshold for s, _ in seg)]
+    refused = [seg for kind, seg in segments if kind in NOT_VOICE and all(s > threshold for s, _ in seg)]
     keep_below = min(s1 for seg in refused for _, s1 in seg)
     gate = {
         "about": "speech/music check: logistic regressions on standardized features of 2-4 s pieces",
-        "music": "fitted on instrumental game music of Debian packages " + ", ".join(FIT_MUSIC),
+        "music": "fitted on instrumental game music of Debian packages " + ", ".join(FIT_MUSIC)
+        + ", and synthetic steady tones and sweeps",
         "speech": "fitted on RAVDESS actors 01-10 and EmoDB speakers 03 08 09 10 11: plain, noise, music bed, "
         "telephone, pauses, reverberant rooms",
-        "pieces": {"music": int(y.sum()), "speech": int((~y).sum())},
+        "pieces": {"music and tones": int(y.sum()), "speech": int((~y).sum())},
         "features": FEATURES,
         **full,
         "threshold": float(threshold),
@@ -235,16 +265,23 @@ def main() -> None:
     parser.add_argument("--fit", action="store_true", help="refit modeling/music_gate.py first")
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument("--reuse", action="store_true", help="the features of the last run (same code and data)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="the features of the last run (same code and data); only examples it lacks are computed"
+    )
     args = parser.parse_args()
 
     features = args.cache / "features.pkl"  # the slow part, kept for --reuse
+    cached = {}
     if args.reuse and features.exists():
-        rows = pickle.loads(features.read_bytes())
-    else:
-        with get_context("fork").Pool(args.workers) as pool:
-            rows = list(pool.imap(_work, examples(args.cache), chunksize=8))
-        features.write_bytes(pickle.dumps(rows))
+        cached = {(kind, group, name): segs for kind, group, name, segs in pickle.loads(features.read_bytes())}
+
+    def todo():
+        for kind, group, name, wave in examples(args.cache):
+            yield kind, group, name, None if (kind, group, name) in cached else wave
+
+    with get_context("fork").Pool(args.workers) as pool:
+        rows = [(k, g, n, cached[(k, g, n)] if w is None else segs) for (k, g, n, segs), w in pool.imap(_work, todo(), chunksize=8)]
+    features.write_bytes(pickle.dumps(rows))
 
     from modeling import speech
 
@@ -262,6 +299,8 @@ def main() -> None:
         music = [is_music(seg, gate) for seg in segs or []]
         refused = segs is None or all(music)
         outcome.setdefault((split, kind, group if kind == "music" else ""), []).append(refused)
+        if kind == "tone":
+            continue
         if kind == "music":
             silero.setdefault(split, []).append(segs is None)
         else:
@@ -286,6 +325,7 @@ def main() -> None:
             "threshold": float(threshold),
             "held_out_music_refused": music_share("held_out"),
             "held_out_music_refused_by_silero_alone": round(float(np.mean(silero["held_out"])), 3),
+            "held_out_tones_refused": "{}/{}".format(*(lambda v: (sum(v), len(v)))(outcome[("held_out", "tone", "")])),
             "held_out_speech_segments_dropped_as_music": "{}/{}".format(*dropped["held_out"][:2]),
             "fit_speech_segments_dropped_as_music": "{}/{}".format(*dropped["fit"][:2]),
             "held_out_speech_segments_kept_by_silero_stage_alone": "{2}/{1}".format(*dropped["held_out"]),

@@ -5,22 +5,15 @@ An emotion model answers for any input, so silence, noise, a tone or a DC offset
 Every way of classifying a recording first asks `detect_speech` whether anyone speaks, and long recordings are
 classified by their speech segments rather than by fixed windows that straddle pauses.
 
-One Silero pass gives a speech probability per 32 ms frame; everything below is read from it (and, for audio
-without a segment, a second pass at a set level):
+One Silero pass gives a speech probability per 32 ms frame; everything below is read from it:
 - segments are stretches above 0.5 (Silero's default), at least 0.25 s long, ended by 0.5 s below it (Silero's own
   `get_speech_timestamps_from_probs`);
 - presence: audio with no such segment still counts as speech when some frame reaches 0.09. Silero delimits
   ordinary speech well but scores shouted or screamed speech low: of 1,735 acted clips of two corpora, 13
   have no segment above 0.5 and their highest frame is 0.21-0.35, and in a reverberant room (RT60 about 1.3 s)
-  shouted clips can peak lower still, while white, pink and brown noise, hum, DC offsets and clicks stay
-  below 0.06 (tones and sweeps can pass, and the music check refuses them). Such audio is classified whole: a wrong emotion with a low confidence is better than refusing a
+  shouted clips can peak lower still, while white or pink noise, tones, DC offsets, sweeps and clicks stay
+  below 0.08. Such audio is classified whole: a wrong emotion with a low confidence is better than refusing a
   person's speech.
-Presence is judged at one level, the audio's peak at -1 dBFS (`PRESENCE_PEAK`): Silero's frame scores move with the
-input level, and a recording's gain should not decide whether anyone speaks in it. At their own levels, white noise
-with its peak at -40 dBFS reached 0.15 and noise with a 4 Hz loudness rhythm 0.21 (speech present: only the music
-check refused them, as music), and a shouted clip in a reverberant room 0.088 (refused); with the peak at -1 dBFS
-those noises stay under 0.06 and the clip reaches 0.10. Segments, and what the music check reads, come from the audio at its own level, the level
-the music check was fitted at; the second pass runs only for audio without a segment.
 Audio up to `STREAM_S` + `WARMUP_S` (34 s) is one stream, as Silero is meant to be run. Longer audio is cut into
 streams of `STREAM_S`, each started `WARMUP_S` early so that its recurrent state has settled, and the streams run
 side by side as one batch: ten times faster than frame after frame, with each sample still seen once.
@@ -57,7 +50,6 @@ from .music_gate import GATE  # noqa: E402
 
 SEGMENT_THRESHOLD = 0.5
 PRESENCE_THRESHOLD = 0.09
-PRESENCE_PEAK = 10 ** (-1 / 20)  # presence is judged with the audio's peak at -1 dBFS
 FRAC_THRESHOLD = 0.15  # a feature of the music check (`p_frac15`), fitted at this level: not the presence threshold
 MIN_SPEECH_S = 0.25
 MIN_SILENCE_S = 0.5
@@ -105,15 +97,14 @@ class SpeechDetector:
         return self._smile
 
     @torch.inference_mode()
-    def probabilities(self, wave: np.ndarray, gain: float = 1.0) -> np.ndarray:
-        """Silero's speech probability for each 32 ms frame (the last one zero-padded), in one pass, over the audio
-        times `gain` (the caller's waveform is left as it is)."""
+    def probabilities(self, wave: np.ndarray) -> np.ndarray:
+        """Silero's speech probability for each 32 ms frame (the last one zero-padded), in one pass."""
         audio = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
         frames = -(-len(audio) // FRAME)
         stream, warmup = stream_samples()
         if len(audio) <= stream + warmup:
             self.vad.reset_states()
-            probs = self.vad.audio_forward(audio[None] * gain if gain != 1.0 else audio[None], SAMPLING_RATE)
+            probs = self.vad.audio_forward(audio[None], SAMPLING_RATE)
             self.vad.reset_states()
             return probs[0, :frames].numpy()
         starts = range(0, len(audio), stream)
@@ -122,8 +113,6 @@ class SpeechDetector:
             piece = audio[max(0, start - warmup) : start + stream]
             offset = warmup - min(warmup, start)
             batch[row, offset : offset + len(piece)] = piece
-        if gain != 1.0:
-            batch *= gain  # a copy of the audio
         self.vad.reset_states()
         probs = self.vad.audio_forward(batch, SAMPLING_RATE)
         self.vad.reset_states()
@@ -143,14 +132,9 @@ class SpeechDetector:
             audio_length_samples=len(wave),
         )
         segments = [SpeechSegment(s["start"] / SAMPLING_RATE, s["end"] / SAMPLING_RATE) for s in stamps]
-        if not segments and len(probs) and self.presence(wave) >= PRESENCE_THRESHOLD:
+        if not segments and len(probs) and probs.max() >= PRESENCE_THRESHOLD:
             segments = [SpeechSegment(0.0, len(wave) / SAMPLING_RATE)]
         return segments
-
-    def presence(self, wave: np.ndarray) -> float:
-        """Silero's highest frame over the audio with its peak at `PRESENCE_PEAK` (see the module notes)."""
-        peak = float(np.abs(wave).max()) if len(wave) else 0.0
-        return float(self.probabilities(wave, PRESENCE_PEAK / peak).max()) if peak > 0 else 0.0
 
     def piece_features(self, wave: np.ndarray, probs: np.ndarray, start: int, end: int) -> dict:
         """What the music check weighs for the piece `wave[start:end]`: Silero's probabilities over it, and eGeMAPS

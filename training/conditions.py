@@ -104,7 +104,7 @@ def room_impulse_response(rt60_s: float, seed: int = 0) -> tuple[np.ndarray, flo
 
     rng = np.random.default_rng(seed)
     # The ray tracing draws from pyroomacoustics' own generators (numpy's and its C++ library's): seeded too, so that a
-    # seed gives the same room on every run and machine (the benchmark's rooms, training's bank of rooms).
+    # seed gives the same room on every run (the benchmark's rooms, training's bank of rooms).
     pra.random.seed(numpy=seed)
     room_dim = np.array([rng.uniform(5, 8), rng.uniform(4, 6), rng.uniform(2.6, 3.2)])
     absorption, _ = pra.inverse_sabine(rt60_s, room_dim)
