@@ -2,7 +2,7 @@
 it never saw.
 
     python benchmarks/bench_music.py          # held-out figures of the committed modeling/music_gate.py
-    python benchmarks/bench_music.py --fit    # refit it first (about 11 min on 2 cores), then the same figures
+    python benchmarks/bench_music.py --fit    # refit it first (about 10 min on 2 cores), then the same figures
 
 Music: instrumental game soundtracks from Debian's archive (GPL-2+ and free licences; fetched with
 `apt-get download` into .cache/music, never committed). Four packages (composers) fit the check, four others are
@@ -173,9 +173,9 @@ def examples(cache: Path):
 
 
 def tone_examples():
-    """Steady tones and sweeps, 80-1200 Hz, 2-6 s, at three levels: no voice, but a steady pitch, which the check let
-    through as speech once Silero judged presence at one level (a 200 Hz tone reached 0.34 there). Every other
-    frequency (32, 9% apart) and sweep fits the check, the rest are held out."""
+    """Steady tones and sweeps, 80-1200 Hz, 2-6 s, at three levels: no voice, but a steady pitch (a trial that judged
+    Silero's presence at one level let 200 Hz tones through as speech). Every other frequency (32, 9% apart) and
+    sweep fits the check, the rest are held out."""
     for i, freq in enumerate(np.geomspace(80, 1200, 32)):
         for seconds in (2.0, 3.5, 6.0):
             t = np.arange(int(seconds * SR)) / SR
