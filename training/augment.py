@@ -100,6 +100,7 @@ class Augmenter:
             self.babble_key = hashlib.sha1(self.babble.tobytes()).hexdigest()[:12]
         # What the background folder holds (names and sizes), so that cached copies follow a change of its files.
         self.backgrounds_key = None
+        self.rooms_key = None  # what the bank of rooms holds: set when it is made or found
         if config.conditions and config.backgrounds:
             files = sorted(f for f in Path(config.backgrounds).rglob("*") if f.is_file())
             if not files:
@@ -161,8 +162,9 @@ class Augmenter:
         from .conditions import room_impulse_response
 
         c = self.config
-        # "seeded rooms": banks made before the ray tracing was seeded differ from run to run, and are not reused.
-        key = hashlib.sha1(repr(("seeded rooms", c.room_rt60_min_s, c.room_rt60_max_s, count, self.seed)).encode()).hexdigest()[:12]
+        # The marker names how rooms are drawn: banks drawn otherwise (before the ray tracing was seeded, or from
+        # other seeds) are not reused.
+        key = hashlib.sha1(repr(("rooms seeded by SeedSequence([seed, i, 1])", c.room_rt60_min_s, c.room_rt60_max_s, count, self.seed)).encode()).hexdigest()[:12]
         folder = Path(tempfile.gettempdir()) / f"ser-impulse-responses-{key}"
         if not (folder / "done").exists():
             folder.mkdir(parents=True, exist_ok=True)
@@ -172,6 +174,8 @@ class Augmenter:
                 rir, _ = room_impulse_response(float(rt60), seed=room_seed)
                 sf.write(folder / f"room{i:02d}.wav", (rir / np.abs(rir).max()).astype(np.float32), self.sampling_rate)
             (folder / "done").touch()
+        # What the bank holds, as the babble's key: cached copies follow the rooms themselves.
+        self.rooms_key = hashlib.sha1(b"".join(f.read_bytes() for f in sorted(folder.glob("room*.wav")))).hexdigest()[:12]
         return folder
 
     def __call__(self, wave: np.ndarray, index: int, epoch: int) -> np.ndarray:

@@ -125,7 +125,7 @@ def augmented_embeddings(
     parts, elapsed = [], 0.0
     for c in range(copies):
         view = _AugmentedView(features, augmenter, c + 1)
-        sources = f"{augmenter.babble_key}" + (f"-{augmenter.backgrounds_key}" if augmenter.backgrounds_key else "")
+        sources = "-".join(str(k) for k in (augmenter.babble_key, augmenter.backgrounds_key, augmenter.rooms_key) if k)
         key = _key(model, features, f"{augmenter.config!r}-{augmenter.seed}-{sources}-copy{c + 1}")
         part, seconds = sharded_cache(
             cache_dir, "augmented", key, len(features), model,
