@@ -20,7 +20,7 @@ The check sees what `detect_speech` would give it: the pieces of Silero's segmen
 speech is present but not delimited). Audio Silero already refuses never reaches it. A segment is music when all
 its pieces score above the threshold: 0.9995, or the highest score at which a fit speech segment would be
 dropped, whichever is higher (a margin for speech it has not heard). A first stage over Silero's features alone
-keeps, without openSMILE, a piece that scores below every piece of the fit music the full check refuses.
+keeps, without openSMILE, a piece that scores below every piece of the fit music and tones the full check refuses.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def fit_gate(rows) -> None:
     segments = [(kind, [(next(p), next(p1)) for _ in seg]) for kind, seg in fit]
     threshold = max(MIN_THRESHOLD, max(min(s for s, _ in seg) for kind, seg in segments if kind not in NOT_VOICE))
     # The first stage keeps a piece without openSMILE when Silero alone scores it below every piece of every fit
-    # music segment that the full check refuses: none of those is kept by it.
+    # music or tone segment that the full check refuses: none of those is kept by it.
     refused = [seg for kind, seg in segments if kind in NOT_VOICE and all(s > threshold for s, _ in seg)]
     keep_below = min(s1 for seg in refused for _, s1 in seg)
     gate = {
@@ -266,14 +266,16 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument(
-        "--reuse", action="store_true", help="the features of the last run (same code and data); only examples it lacks are computed"
+        "--reuse", action="store_true",
+        help="the features of the last run (same code and data); only examples it lacks or Silero refused are computed",
     )
     args = parser.parse_args()
 
     features = args.cache / "features.pkl"  # the slow part, kept for --reuse
     cached = {}
     if args.reuse and features.exists():
-        cached = {(kind, group, name): segs for kind, group, name, segs in pickle.loads(features.read_bytes())}
+        # Examples Silero refused are computed again: that costs one Silero pass, and the presence threshold decides them.
+        cached = {(kind, group, name): segs for kind, group, name, segs in pickle.loads(features.read_bytes()) if segs is not None}
 
     def todo():
         for kind, group, name, wave in examples(args.cache):
@@ -294,12 +296,16 @@ def main() -> None:
     outcome = {}  # (split, kind, group) -> refused flags per recording
     dropped = {}  # per split: speech segments judged music, speech segments
     silero = {}  # per split: music excerpts Silero refuses before the check
-    for kind, group, _, segs in rows:
+    silero_tones, tones_kept = {}, []  # the same for tones; the held-out tones neither refuses
+    for kind, group, name, segs in rows:
         split = "fit" if is_fit(kind, group) else "held_out"
         music = [is_music(seg, gate) for seg in segs or []]
         refused = segs is None or all(music)
         outcome.setdefault((split, kind, group if kind == "music" else ""), []).append(refused)
         if kind == "tone":
+            silero_tones.setdefault(split, []).append(segs is None)
+            if split == "held_out" and not refused:
+                tones_kept.append(name)
             continue
         if kind == "music":
             silero.setdefault(split, []).append(segs is None)
@@ -326,6 +332,8 @@ def main() -> None:
             "held_out_music_refused": music_share("held_out"),
             "held_out_music_refused_by_silero_alone": round(float(np.mean(silero["held_out"])), 3),
             "held_out_tones_refused": "{}/{}".format(*(lambda v: (sum(v), len(v)))(outcome[("held_out", "tone", "")])),
+            "held_out_tones_refused_by_silero_alone": "{}/{}".format(sum(silero_tones["held_out"]), len(silero_tones["held_out"])),
+            "held_out_tones_kept": tones_kept,
             "held_out_speech_segments_dropped_as_music": "{}/{}".format(*dropped["held_out"][:2]),
             "fit_speech_segments_dropped_as_music": "{}/{}".format(*dropped["fit"][:2]),
             "held_out_speech_segments_kept_by_silero_stage_alone": "{2}/{1}".format(*dropped["held_out"]),

@@ -8,12 +8,13 @@ classified by their speech segments rather than by fixed windows that straddle p
 One Silero pass gives a speech probability per 32 ms frame; everything below is read from it:
 - segments are stretches above 0.5 (Silero's default), at least 0.25 s long, ended by 0.5 s below it (Silero's own
   `get_speech_timestamps_from_probs`);
-- presence: audio with no such segment still counts as speech when some frame reaches 0.09. Silero delimits
+- presence: audio with no such segment still counts as speech when some frame reaches 0.06. Silero delimits
   ordinary speech well but scores shouted or screamed speech low: of 1,735 acted clips of two corpora, 13
   have no segment above 0.5 and their highest frame is 0.21-0.35, and in a reverberant room (RT60 about 1.3 s)
-  shouted clips can peak lower still, while white or pink noise, tones, DC offsets, sweeps and clicks stay
-  below 0.08. Such audio is classified whole: a wrong emotion with a low confidence is better than refusing a
-  person's speech.
+  shouted clips can peak below 0.09. Of the noises, DC offsets, clicks and tones `tests/test_speech.py` tries,
+  most stay below 0.06; what reaches it without being speech (some noise, sweeps, tones near a voice's pitch)
+  goes on to the music check below, as music does. Speech present but not delimited is classified whole: a wrong
+  emotion with a low confidence is better than refusing a person's speech.
 Audio up to `STREAM_S` + `WARMUP_S` (34 s) is one stream, as Silero is meant to be run. Longer audio is cut into
 streams of `STREAM_S`, each started `WARMUP_S` early so that its recurrent state has settled, and the streams run
 side by side as one batch: ten times faster than frame after frame, with each sample still seen once.
@@ -49,7 +50,7 @@ from .audio import SAMPLING_RATE, AudioError  # noqa: E402
 from .music_gate import GATE  # noqa: E402
 
 SEGMENT_THRESHOLD = 0.5
-PRESENCE_THRESHOLD = 0.09
+PRESENCE_THRESHOLD = 0.06
 FRAC_THRESHOLD = 0.15  # a feature of the music check (`p_frac15`), fitted at this level: not the presence threshold
 MIN_SPEECH_S = 0.25
 MIN_SILENCE_S = 0.5
@@ -72,7 +73,7 @@ class NoSpeechError(AudioError):
 
 
 class MusicWithoutVoiceError(NoSpeechError):
-    """What sounded like speech to the voice activity detector is music without a voice."""
+    """What sounded like speech to the voice activity detector is music, a tone or noise without a voice."""
 
 
 def _load_smile():
@@ -171,8 +172,8 @@ class SpeechDetector:
         voiced = [s for s in segments if not self.is_music(wave, probs, s)]
         if not voiced:
             raise MusicWithoutVoiceError(
-                f"{name}: no speech found (it sounds like music without a voice); the model recognises emotion in "
-                "speech only"
+                f"{name}: no speech found (it sounds like music, a tone or noise without a voice); the model recognises "
+                "emotion in speech only"
             )
         return voiced, probs
 

@@ -555,7 +555,7 @@ class SERClassifier:
             detect_speech(session.buffer, self.sampling_rate, "microphone")
         except NoSpeechError as err:
             advice = (
-                "only music without a voice: the model recognises emotion in speech"
+                "only music, a tone or noise without a voice: the model recognises emotion in speech"
                 if isinstance(err, MusicWithoutVoiceError)
                 else "speak closer to the microphone, or check that it is the right one"
             )
