@@ -11,10 +11,10 @@ One Silero pass gives a speech probability per 32 ms frame; everything below is 
 - presence: audio with no such segment still counts as speech when some frame reaches 0.06. Silero delimits
   ordinary speech well but scores shouted or screamed speech low: of 1,735 acted clips of two corpora, 13
   have no segment above 0.5 and their highest frame is 0.21-0.35, and in a reverberant room (RT60 about 1.3 s)
-  shouted clips can peak below 0.09. Of the noises, DC offsets, clicks and tones `tests/test_speech.py` tries,
-  most stay below 0.06; what reaches it without being speech (some noise, sweeps, tones near a voice's pitch)
-  goes on to the music check below, as music does. Speech present but not delimited is classified whole: a wrong
-  emotion with a low confidence is better than refusing a person's speech.
+  shouted clips can peak below 0.09. Some noise, sweeps and tones near a voice's pitch reach 0.06 too: like
+  music, they go on to the music check below, which refuses those `tests/test_speech.py` tries. Speech present but
+  not delimited is classified whole: a wrong emotion with a low confidence is better than refusing a person's
+  speech.
 Audio up to `STREAM_S` + `WARMUP_S` (34 s) is one stream, as Silero is meant to be run. Longer audio is cut into
 streams of `STREAM_S`, each started `WARMUP_S` early so that its recurrent state has settled, and the streams run
 side by side as one batch: ten times faster than frame after frame, with each sample still seen once.
