@@ -176,18 +176,20 @@ def tone_examples():
     """Steady tones and sweeps, 80-1200 Hz, 2-6 s, at three levels: no voice, but a steady pitch (a trial that judged
     Silero's presence at one level let 200 Hz tones through as speech). Every other frequency (32, 9% apart) and
     sweep fits the check, the rest are held out."""
-    for i, freq in enumerate(np.geomspace(80, 1200, 32)):
-        for seconds in (2.0, 3.5, 6.0):
-            t = np.arange(int(seconds * SR)) / SR
-            for level in (0.005, 0.05, 0.5):
-                yield "tone", "fit" if i % 2 == 0 else "held out", f"{freq:.0f} Hz {seconds:g} s x{level:g}", (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
     sweeps = ((100, 600), (200, 2000), (80, 300), (300, 1200), (150, 900), (120, 2400), (250, 500), (90, 1500))
-    for i, (start, end) in enumerate(sweeps):
+    kinds = [
+        (i, f"{freq:.0f} Hz", lambda t, seconds, freq=freq: 2 * np.pi * freq * t)
+        for i, freq in enumerate(np.geomspace(80, 1200, 32))
+    ] + [
+        (i, f"sweep {a}-{b} Hz", lambda t, seconds, a=a, b=b: 2 * np.pi * (a * t + (b - a) * t**2 / (2 * seconds)))
+        for i, (a, b) in enumerate(sweeps)
+    ]
+    for i, name, phase_of in kinds:
         for seconds in (2.0, 3.5, 6.0):
             t = np.arange(int(seconds * SR)) / SR
-            phase = 2 * np.pi * (start * t + (end - start) * t**2 / (2 * seconds))
+            phase = phase_of(t, seconds)
             for level in (0.005, 0.05, 0.5):
-                yield "tone", "fit" if i % 2 == 0 else "held out", f"sweep {start}-{end} Hz {seconds:g} s x{level:g}", (level * np.sin(phase)).astype(np.float32)
+                yield "tone", "fit" if i % 2 == 0 else "held out", f"{name} {seconds:g} s x{level:g}", (level * np.sin(phase)).astype(np.float32)
 
 
 NOT_VOICE = ("music", "tone")  # what the check refuses; everything else is speech
