@@ -18,6 +18,44 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "checkpoints" / "ge2e-ravdess-emodb"  # the committed model the demo and CLI serve
 DATA_DIR = Path(os.environ.get("SER_DATA_DIR", REPO.parent / "shared" / "data" / "ravdess16k"))
+EMODB_DIR = DATA_DIR.parent / "emodb16k"
+CORPUS_FOUND = (DATA_DIR / "manifest.csv").is_file() and (EMODB_DIR / "manifest.csv").is_file()
+# CI sets this: a run without its data must fail, not pass green with the corpus tests skipped.
+REQUIRE_CORPUS = os.environ.get("SER_REQUIRE_CORPUS", "") not in ("", "0")
+CORPUS_HELP = (
+    f"needs the RAVDESS and EmoDB corpora, not found at {DATA_DIR} and {EMODB_DIR}. Get RAVDESS's speech actors "
+    "(Audio_Speech_Actors_01-24.zip, https://zenodo.org/records/1188976, CC BY-NC-SA 4.0) and EmoDB "
+    "(http://emodb.bilderbar.info/download/, research use), convert them with `python -m training.corpora "
+    "--ravdess Audio_Speech_Actors_01-24.zip --emodb download.zip --out DIR` (16 kHz FLAC in "
+    "ravdess16k/Actor_NN/ and emodb16k/NN/, each with its manifest.csv), and point SER_DATA_DIR at "
+    "DIR/ravdess16k (emodb16k beside it); the default place is ../shared/data beside this repository"
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "corpus: needs the RAVDESS and EmoDB copies (skipped with how to get them when absent)")
+    config.addinivalue_line(
+        "markers", "slow: an end-to-end run (a Trainer, a server, a browser, subprocesses): scheduled first so that the "
+        "xdist workers finish together"
+    )  # fmt: skip
+    if REQUIRE_CORPUS and not CORPUS_FOUND and not hasattr(config, "workerinput"):
+        raise pytest.UsageError(f"SER_REQUIRE_CORPUS is set and the suite {CORPUS_HELP}")
+
+
+def pytest_report_header(config):
+    return f"corpus: {DATA_DIR} and {EMODB_DIR}" if CORPUS_FOUND else f"corpus: not found; the tests that {CORPUS_HELP}, are skipped"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks the tests that read the corpus (through the `data_dir` fixture, or marked `corpus`) and skips them,
+    with how to get it, where it is absent; then puts the slow tests first (xdist hands out work in this order)."""
+    skip = pytest.mark.skip(reason=f"this test {CORPUS_HELP}")
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker("corpus")
+        if not CORPUS_FOUND and item.get_closest_marker("corpus"):
+            item.add_marker(skip)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise in file order
 
 
 # An eight-label set for models made in tests (the RAVDESS reader's labels); a model's own labels live in its config.
@@ -63,9 +101,28 @@ def tiny_backbone(norm: str = "layer", model_type: str = "wav2vec2") -> dict:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not (DATA_DIR / "manifest.csv").exists():
-        pytest.fail(f"RAVDESS copy not found at {DATA_DIR} (set SER_DATA_DIR)")
+    """The RAVDESS copy; a test that asks for it is marked `corpus` (skipped, or refused in CI, without it)."""
+    if not CORPUS_FOUND:  # marked tests never get here; a fixture that asks for it in another way does
+        pytest.skip(f"this test {CORPUS_HELP}")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def emodb_dir(data_dir) -> Path:
+    return EMODB_DIR
+
+
+@pytest.fixture(scope="session")
+def preprocessing_cache(tmp_path_factory) -> str:
+    """One cache of decoded clips and embeddings for the whole run, shared by the xdist workers: its entries are
+    keyed by the clips' bytes and the preprocessing settings, and written atomically, so a subset that several
+    tests train on is decoded once. Tests that check what gets decoded keep a cache of their own."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' base folders share this parent
+    path = root / "preprocessing-cache"
+    path.mkdir(exist_ok=True)
+    return str(path)
 
 
 @pytest.fixture(scope="session")

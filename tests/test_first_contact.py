@@ -35,6 +35,7 @@ def test_model_references_get_one_clear_line(plain_backbone, tmp_path, monkeypat
     assert check_ser_model(str(BUNDLED)).model_type == "ser"
 
 
+@pytest.mark.slow
 def test_app_refuses_a_plain_backbone_and_predict_a_missing_folder(plain_backbone, clip_path, capsys):
     # app.py builds its demo at import: a process of its own, which must end with one line.
     done = subprocess.run(
@@ -94,6 +95,7 @@ def test_confusion_matrix_image_holds_its_whole_title(tmp_path):
         assert (image[: image.shape[0] // 8] < 0.5).any()  # and the title is there, at the top
 
 
+@pytest.mark.slow
 def test_pip_install_editable_makes_the_packages_importable_anywhere(tmp_path):
     """`pip install -e .` through pyproject.toml, as install.sh runs it (`--no-build-isolation`: the build backend
     is the one of the environment the suite runs in, which may itself be a virtual environment). The new venv sees

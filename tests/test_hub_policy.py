@@ -76,6 +76,7 @@ def recordings(tmp_path_factory, data_dir):
     return folder
 
 
+@pytest.mark.slow
 def test_a_hub_user_gets_what_predict_py_gives(hub_repo, recordings, tmp_path):
     long_path, tone_path, clip_path = (recordings / n for n in ("meeting.wav", "tone.wav", "clip.flac"))
     assert sf.info(long_path).duration > 60  # the pipeline used to refuse anything over 60 s

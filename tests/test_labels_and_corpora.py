@@ -4,13 +4,11 @@ pipeline and predict.py; per-corpus results; leave-one-corpus-out; evaluate.py; 
 import csv
 import json
 import logging
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_DIR, REPO, tiny_backbone
+from conftest import DATA_DIR, EMODB_DIR, REPO, tiny_backbone
 from transformers import pipeline
 
 import train
@@ -22,15 +20,15 @@ from training.evaluation import evaluate_model
 from training.embeddings import extract_embeddings
 from training.experiment import PadCollator, build_model
 
-EMODB_DIR = DATA_DIR.parent / "emodb16k"
 TINY = ["--backbone_config", json.dumps(tiny_backbone())]
 QUICK = ["--num_train_epochs", "1", "--logging_steps", "5", "--dataloader_pin_memory", "false", "--report_to", "none"]
 INVENTED = {"angry": "grumpy", "happy": "sunny", "sad": "blue", "neutral": "meh"}
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("features-cache"))
+def cache_dir(preprocessing_cache, data_dir):
+    """The run's shared cache of the corpora's decoded clips."""
+    return preprocessing_cache
 
 
 def run(tmp_path, cache_dir, *args, name="run"):
@@ -58,6 +56,7 @@ def audiofolder(tmp_path_factory, manifest):
     return root
 
 
+@pytest.mark.slow
 def test_four_invented_labels_from_an_audiofolder(tmp_path, cache_dir, audiofolder):
     results, out = run(
         tmp_path, cache_dir, "--dataset_name", str(audiofolder), "--label_column_name", "label",
@@ -78,13 +77,10 @@ def test_four_invented_labels_from_an_audiofolder(tmp_path, cache_dir, audiofold
     scores = pipeline("audio-classification", model=str(out), top_k=None, trust_remote_code=True)(str(audiofolder / "clip000.flac"))
     assert sorted(s["label"] for s in scores) == labels
 
+    import predict
+
     csv_out = tmp_path / "predictions.csv"
-    done = subprocess.run(
-        [sys.executable, "predict.py", str(audiofolder / "clip000.flac"), str(audiofolder / "clip001.flac"),
-         "--model", str(out), "--out", str(csv_out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert predict.main([str(audiofolder / "clip000.flac"), str(audiofolder / "clip001.flac"), "--model", str(out), "--out", str(csv_out)]) == 0
     with open(csv_out, newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
@@ -96,10 +92,11 @@ def test_four_invented_labels_from_an_audiofolder(tmp_path, cache_dir, audiofold
 
 
 def emodb_only_args(cache_dir):
-    flags = ["--emodb_dir", str(EMODB_DIR), "--max_clips", "120", "--preprocessing_cache_dir", cache_dir]
+    flags = ["--emodb_dir", str(EMODB_DIR), "--max_clips", "60", "--preprocessing_cache_dir", cache_dir]
     return parse_train_args(["--output_dir", "x", *flags])[1]
 
 
+@pytest.mark.slow
 def test_ravdess_and_emodb_in_one_run_and_evaluate_agrees(tmp_path, cache_dir):
     data = ["--data_dir", str(DATA_DIR), "--emodb_dir", str(EMODB_DIR), "--label_map", '{"boredom": null}', "--max_clips", "240"]
     results, out = run(
@@ -114,12 +111,12 @@ def test_ravdess_and_emodb_in_one_run_and_evaluate_agrees(tmp_path, cache_dir):
     assert "### Per corpus (test)" in card and "| emodb |" in card and "Burkhardt" in card and "Livingstone" in card
 
     # evaluate.py on the saved model, with the same data flags and the run's seed, gives the Trainer's test metrics.
-    done = subprocess.run(
-        [sys.executable, "evaluate.py", "--model_name_or_path", str(out), *data, "--part", "test", "--seed", "42",
-         "--preprocessing_cache_dir", cache_dir, "--output_dir", str(tmp_path / "eval")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+    import evaluate
+
+    evaluate.main(
+        ["--model_name_or_path", str(out), *data, "--part", "test", "--seed", "42", "--preprocessing_cache_dir", cache_dir,
+         "--output_dir", str(tmp_path / "eval")]
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     for metric in ("accuracy", "f1_macro", "uar", "clips"):
         assert evaluated[metric] == pytest.approx(test[metric], abs=1e-9), metric
@@ -154,7 +151,7 @@ def test_ravdess_and_emodb_in_one_run_and_evaluate_agrees(tmp_path, cache_dir):
     emodb_only = emodb_only_args(cache_dir)
     evaluated = evaluate_model(EvaluationArguments(model_name_or_path=str(out), use_cpu=True), emodb_only)
     assert evaluated["data"]["left_out_unknown_labels"] == {"boredom": 81}  # counted over all 535 clips
-    assert evaluated["clips"] == 120 and set(evaluated["per_corpus"]) == {"emodb"}  # then subsampled
+    assert evaluated["clips"] == 60 and set(evaluated["per_corpus"]) == {"emodb"}  # then subsampled
 
     # --candidate_labels: clips of other labels left out, each answer restricted to the candidates. On the same clips,
     # restricting can only turn a wrong answer right (a right one was already the top among all labels).
@@ -172,10 +169,12 @@ def test_ravdess_and_emodb_in_one_run_and_evaluate_agrees(tmp_path, cache_dir):
         evaluate_model(EvaluationArguments(model_name_or_path=str(out), candidate_labels="angry,bored"), only_four)
 
 
+@pytest.mark.slow
 def test_leave_one_corpus_out(tmp_path, cache_dir):
+    # The clips of test_ravdess_and_emodb_in_one_run_and_evaluate_agrees: decoded once for both.
     results, out = run(
         tmp_path, cache_dir, "--data_dir", str(DATA_DIR), "--emodb_dir", str(EMODB_DIR), "--label_map", '{"boredom": null}',
-        "--max_clips", "200", "--test_corpus", "emodb", "--eval_strategy", "no", "--save_strategy", "no",
+        "--max_clips", "240", "--test_corpus", "emodb", "--eval_strategy", "no", "--save_strategy", "no",
         "--load_best_model_at_end", "false",
     )  # fmt: skip
     split = results["split"]
@@ -186,6 +185,7 @@ def test_leave_one_corpus_out(tmp_path, cache_dir):
     assert "leave-one-corpus-out" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_continuing_keeps_the_saved_architecture(tmp_path, cache_dir, caplog):
     results, first = run(
         tmp_path, cache_dir, "--data_dir", str(DATA_DIR), "--max_clips", "96", "--freeze_backbone", "true",
@@ -223,6 +223,7 @@ def test_continuing_keeps_the_saved_architecture(tmp_path, cache_dir, caplog):
     torch.testing.assert_close(model.head[-1].weight, original.head[-1].weight)
 
 
+@pytest.mark.slow
 def test_augmentation_and_auxiliary_target_in_a_trainer_run(tmp_path, cache_dir):
     """Augmented clips go through data-loader workers; the eGeMAPS layer trains but is not saved."""
     results, out = run(
@@ -250,6 +251,7 @@ def test_augmentation_and_auxiliary_target_in_a_trainer_run(tmp_path, cache_dir)
         run(tmp_path, cache_dir, "--data_dir", str(DATA_DIR), "--max_clips", "64", "--num_train_epochs", "2")
 
 
+@pytest.mark.corpus
 def test_cached_embeddings_equal_live_ones_with_a_group_norm_backbone(tmp_path):
     """wav2vec2-base normalizes each channel over the whole input (group norm) and gets no attention mask: padded
     batches change the features, so the cache must be computed the way inference runs, one clip at a time."""

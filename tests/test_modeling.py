@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLED, REPO, TEST_LABELS, labelled, tiny_backbone
+from conftest import TEST_LABELS, labelled, tiny_backbone
 from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
 from modeling import SERConfig, SERFeatureExtractor, SERForSequenceClassification, load_audio

@@ -34,6 +34,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_fast_paths_agree_with_fp32(bundled, clips, tmp_path):
     model, fe = bundled
     int8 = quantize_int8(model)
@@ -55,7 +56,8 @@ def test_fast_paths_agree_with_fp32(bundled, clips, tmp_path):
     torch.testing.assert_close(onnx(**inputs).logits.softmax(-1), ref, rtol=0, atol=1e-4)
 
 
-def test_predict_csv_equals_pipeline_and_resumes(clips, tmp_path):
+@pytest.mark.slow
+def test_predict_csv_equals_pipeline_and_resumes(clips, tmp_path, capsys):
     out = tmp_path / "results.csv"
     bad_text = tmp_path / "notes.wav"
     bad_text.write_text("not audio")
@@ -67,14 +69,9 @@ def test_predict_csv_equals_pipeline_and_resumes(clips, tmp_path):
     assert len(first) == 9
     assert list(first[0].keys()) == predict.columns(bundled_labels())
 
-    result = subprocess.run(
-        [sys.executable, "predict.py", *clips, str(bad_text), str(silent), "--out", str(out), "--batch_size", "4"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "resuming: 9 files already" in result.stderr
+    capsys.readouterr()
+    assert predict.main([*clips, str(bad_text), str(silent), "--out", str(out), "--batch_size", "4"]) == 0
+    assert "resuming: 9 files already" in capsys.readouterr().err
     rows = read_csv(out)
     assert len(rows) == len(clips) + 2
     assert rows[:9] == first  # done rows are kept, not redone
@@ -110,12 +107,9 @@ def test_a_stock_classifier_is_refused_at_start(tmp_path, clips):
     backbone = {k: v for k, v in tiny_backbone().items() if k != "model_type"}
     Wav2Vec2ForSequenceClassification(Wav2Vec2Config(**backbone, num_labels=3)).save_pretrained(folder)
     Wav2Vec2FeatureExtractor().save_pretrained(folder)
-    done = subprocess.run(
-        [sys.executable, "predict.py", clips[0], "--model", str(folder), "--out", str(tmp_path / "o.csv")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode != 0 and "not a speech emotion model of this project" in done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "o.csv").exists()
+    with pytest.raises(SystemExit) as refused:  # one line (predict.py's SystemExit message), no traceback
+        predict.main([clips[0], "--model", str(folder), "--out", str(tmp_path / "o.csv")])
+    assert "not a speech emotion model of this project" in str(refused.value) and not (tmp_path / "o.csv").exists()
 
 
 def test_exit_code_is_non_zero_when_every_file_failed(tmp_path):
@@ -154,6 +148,7 @@ def _open_writer(fifo, proc, timeout=180):
     raise AssertionError("no decoder opened the FIFO")
 
 
+@pytest.mark.slow
 def test_a_crashed_hung_or_exhausted_decoder_costs_only_its_file(tmp_path, clips):
     """Decoders are native code: a worker killed mid-file, one that hangs, and one out of memory each give that
     file an error row, and the run classifies every other file."""
@@ -185,6 +180,7 @@ def test_a_crashed_hung_or_exhausted_decoder_costs_only_its_file(tmp_path, clips
     assert all(by_path[c]["error"] == "" and by_path[c]["label"] in bundled_labels() for c in clips[:3])
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_with_no_duplicate_or_missing_row(tmp_path, data_dir):
     folder = data_dir / "Actor_03"
     out = tmp_path / "out.csv"
@@ -243,6 +239,7 @@ def test_an_unexpected_error_stops_the_run(tmp_path, clips):
     assert read_csv(out) == []
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_the_csv_of_one(tmp_path, clips):
     bad = tmp_path / "notes.wav"
     bad.write_text("not audio")

@@ -139,6 +139,7 @@ def test_speech_through_every_condition_is_not_refused(clips, city_noise):
             assert detect_speech(degraded, name=name), name
 
 
+@pytest.mark.slow
 def test_condition_augmentation_is_reproducible_per_seed(clips, tmp_path):
     from training.augment import AugmentationConfig, Augmenter
 

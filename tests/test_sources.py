@@ -4,11 +4,12 @@ import csv
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import DATA_DIR, REPO
+from conftest import DATA_DIR, EMODB_DIR, REPO
 
 from training.args import ArgumentsError, check_train_args, parse_train_args
 from training.augment import AugmentationConfig, AugmentedDataset, Augmenter
@@ -22,15 +23,15 @@ from training.sources import (
     read_label_map,
     read_manifest,
     scan_emodb_folder,
+    scan_ravdess_folder,
 )
 from training.splits import SplitError, actor_split, corpus_split, kfold_splits, random_split
 
-EMODB_DIR = DATA_DIR.parent / "emodb16k"
-
+EXAMPLE = REPO / "examples" / "angry_actor14.flac"  # a committed clip: these tests run without the corpus
 
 @pytest.fixture(scope="module")
-def emodb_manifest():
-    with open(EMODB_DIR / "manifest.csv", newline="") as f:
+def emodb_manifest(emodb_dir):
+    with open(emodb_dir / "manifest.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -88,6 +89,7 @@ def test_label_map_renames_and_drops(tmp_path):
     assert label_names([{"label": "b"}, {"label": "a"}], ["b", "c", "a"]) == ["b", "a"]
 
 
+@pytest.mark.corpus
 def test_ravdess_and_emodb_records_in_one_run():
     _, data_args, _ = parse_train_args(
         ["--data_dir", str(DATA_DIR), "--emodb_dir", str(EMODB_DIR), "--label_map", '{"boredom": null}', "--output_dir", "x"]
@@ -167,6 +169,7 @@ def test_random_split_with_a_rare_label_is_a_split_error():
         random_split([0] * 30 + [1], 0.1, 0.2, seed=0)
 
 
+@pytest.mark.slow
 def test_augmentation_changes_the_waveform_reproducibly(clip_path):
     wave, _ = sf.read(clip_path, dtype="float32")
     wave = (wave - wave.mean()) / wave.std()
@@ -239,7 +242,7 @@ def write_manifest(folder, rows, header=("path", "label", "speaker", "sex")):
 
 
 def test_manifest_reader(tmp_path):
-    source = DATA_DIR / "Actor_01" / "03-01-05-01-01-01-01.flac"
+    source = EXAMPLE
     (tmp_path / "mine" / "audio").mkdir(parents=True)
     shutil.copy(source, tmp_path / "mine" / "audio" / "a.flac")
     csv_path = write_manifest(tmp_path / "mine", [("audio/a.flac", "grumpy", "7", "F")])
@@ -255,8 +258,8 @@ BAD_SOURCES = {
     "manifest without a label column": (["--manifest", "{tmp}/nolabel/clips.csv"], r"missing \['label'\]"),
     "manifest naming a missing clip": (["--manifest", "{tmp}/gone/clips.csv"], "line 2: audio/gone.flac: no such file"),
     "manifest with a bad sex": (["--manifest", "{tmp}/sex/clips.csv"], "line 2: sex must be male, female or empty"),
-    "label map file missing": (["--data_dir", str(DATA_DIR), "--label_map", "{tmp}/map.json"], "map.json: no such file"),
-    "label map not a mapping": (["--data_dir", str(DATA_DIR), "--label_map", "{tmp}/list.yaml"], "must map label names"),
+    "label map file missing": (["--manifest", "{tmp}/ok/clips.csv", "--label_map", "{tmp}/map.json"], "map.json: no such file"),
+    "label map not a mapping": (["--manifest", "{tmp}/ok/clips.csv", "--label_map", "{tmp}/list.yaml"], "must map label names"),
     "label map dropping everything": (["--manifest", "{tmp}/ok/clips.csv", "--label_map", '{"grumpy": null}'], "dropped every clip"),
     "single label": (["--manifest", "{tmp}/ok/clips.csv"], "single label"),
     "dataset missing": (["--dataset_name", "{tmp}/no-dataset"], "--dataset_name .*could not be loaded"),
@@ -271,7 +274,7 @@ def bad_source_dir(tmp_path_factory):
     (tmp / "empty" / "notes.wav").write_bytes(b"RIFF")
     write_manifest(tmp / "nolabel", [("a.flac", "7")], header=("path", "speaker"))
     write_manifest(tmp / "gone", [("audio/gone.flac", "x", "1", "")])
-    shutil.copy(DATA_DIR / "Actor_01" / "03-01-05-01-01-01-01.flac", tmp / "a.flac")
+    shutil.copy(EXAMPLE, tmp / "a.flac")
     (tmp / "sex").mkdir()
     shutil.copy(tmp / "a.flac", tmp / "sex" / "a.flac")
     write_manifest(tmp / "sex", [("a.flac", "x", "1", "robot")])
@@ -299,3 +302,49 @@ def test_train_cli_reports_a_bad_source_without_traceback(bad_source_dir):
     )  # fmt: skip
     assert result.returncode == 2
     assert "gone.flac: no such file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_corpus_archives_convert_to_the_layout_the_suite_reads(tmp_path, data_dir, emodb_dir, manifest, emodb_manifest):
+    """`python -m training.corpora` on archives shaped like the public downloads (48 kHz RAVDESS WAVs in Actor_NN/,
+    16 kHz EmoDB WAVs in wav/), made from real clips: the folders, manifests and audio the suite reads."""
+    import io
+    import zipfile
+
+    import soxr
+
+    from training import corpora
+
+    ravdess_rows = [r for r in manifest if r["actor"] in ("1", "2")][::20]
+    with zipfile.ZipFile(tmp_path / "Audio_Speech_Actors_01-24.zip", "w") as archive:
+        for row in ravdess_rows:
+            wave, _ = sf.read(data_dir / row["path"], dtype="float32")
+            buffer = io.BytesIO()
+            sf.write(buffer, soxr.resample(wave, 16000, 48000), 48000, format="WAV", subtype="PCM_16")
+            name = Path(row["path"]).stem
+            archive.writestr(f"{Path(row['path']).parent.name}/{name}.wav", buffer.getvalue())
+        archive.writestr("Actor_22/03-01-01-01-01-01-22.wav", buffer.getvalue())  # an unseen actor: left out
+        archive.writestr("Actor_01/02-01-01-01-01-01-01.wav", buffer.getvalue())  # the video-only modality
+    emodb_rows = emodb_manifest[::60]
+    with zipfile.ZipFile(tmp_path / "download.zip", "w") as archive:
+        for row in emodb_rows:
+            archive.write(emodb_dir / row["path"], f"wav/{Path(row['path']).stem}.wav")
+        archive.writestr("lablaut/03a01Fa.lab", "not audio")
+
+    assert corpora.main(["--ravdess", str(tmp_path / "Audio_Speech_Actors_01-24.zip"), "--emodb", str(tmp_path / "download.zip"),
+                         "--out", str(tmp_path / "data")]) == 0  # fmt: skip
+    for folder, source_dir, rows, keys in (
+        ("ravdess16k", data_dir, ravdess_rows, ["path", "emotion", "intensity", "statement", "repetition", "actor", "sex"]),
+        ("emodb16k", emodb_dir, emodb_rows, ["path", "corpus", "speaker", "sex", "emotion", "emotion_code"]),
+    ):
+        with open(tmp_path / "data" / folder / "manifest.csv", newline="") as f:
+            written = list(csv.DictReader(f))
+        assert [{k: r[k] for k in keys} for r in written] == [{k: r[k] for k in keys} for r in rows]
+        for row in written:
+            converted, rate = sf.read(tmp_path / "data" / folder / row["path"], dtype="float32")
+            original, _ = sf.read(source_dir / row["path"], dtype="float32")
+            assert rate == 16000 and len(converted) == len(original)
+            assert np.abs(converted - original).max() < 0.02  # a 16 -> 48 -> 16 kHz round trip (EmoDB: a copy)
+    # The readers take the converted folders.
+    assert len(scan_ravdess_folder(tmp_path / "data" / "ravdess16k")[0]) == len(ravdess_rows)
+    assert len(scan_emodb_folder(tmp_path / "data" / "emodb16k")[0]) == len(emodb_rows)
+    assert corpora.main(["--emodb", str(tmp_path / "Audio_Speech_Actors_01-24.zip"), "--out", str(tmp_path / "x")]) == 2

@@ -75,8 +75,9 @@ def _name(audio) -> str:
     return os.path.basename(audio) if isinstance(audio, str) else "<bytes>"
 
 
-# Settings of the feature extractor that do not change a clip's preprocessed waveform (inference policy, limits).
-NOT_PREPROCESSING = ("window_s", "hop_s", "max_duration_s", "speech_detection")
+# Settings of the feature extractor that do not change a clip's preprocessed waveform (inference policy, limits, and
+# what a saved copy records about its code: a model's own feature extractor reuses what training cached).
+NOT_PREPROCESSING = ("window_s", "hop_s", "max_duration_s", "speech_detection", "auto_map", "processor_class")
 
 
 def preprocessing_settings(feature_extractor: SERFeatureExtractor) -> dict:
