@@ -260,6 +260,8 @@ def predict_long(
             seconds = sum(e - s for _, (s, e) in voiced) / sr
             profile = SpeakerProfile.from_features(model, profile_features(model, pooled), seconds, [name])
             adaptation = f"self: {len(voiced)} pieces of this recording (weight {profile.weight(model.config):.2f})"
+            if profile.one_mood(model.config):  # say why it did not act
+                adaptation += f"; {profile.describe(model.config)}"
         elif profile is not None:
             adaptation = profile.describe(model.config)
         center = model.speaker_center(profile) if profile is not None else None

@@ -7,6 +7,13 @@ reports; the weight counts pieces of at most one window each). The model shrinks
 population by that evidence (`SERConfig.profile_prior_clips`); clips that vary less than a speaker's clips usually
 do (all of one mood) count as fewer, and the first `profile_offset_clips` count for nothing: a handful of angry
 references leaves the answer as it is, because their mean says as much about the anger as about the voice.
+
+Models with `config.mood_aware_profiles` also read the references without adaptation: references mostly heard as one
+label look like one mood (a caller angry all along, an interview in one tone), and the larger that share, the less
+the profile acts, down to not at all (`config.profile_mood_shares`), however many clips it holds; and its mean is
+taken without the offsets of the labels each reference was heard as. Measured on the validation speakers: centring
+on one mood's clips cost accuracy, more the more clips there were, and these two rules remove that loss while
+keeping the gain of varied references.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ class SpeakerProfile:
         spread: mean standard deviation of the standardized features over the clips (how much they vary).
         model: signature of the model whose features these are (`model_signature`).
         sources: the names of the references, for reports.
+        mood_label, mood_share: the label most of the references are heard as without adaptation, and their
+            share (None for a model without `config.mood_aware_profiles`).
     """
 
     mean: np.ndarray
@@ -61,6 +70,8 @@ class SpeakerProfile:
     spread: float
     model: str
     sources: list[str] | None = None
+    mood_label: str | None = None
+    mood_share: float | None = None
 
     @classmethod
     def from_features(cls, model, features: np.ndarray, seconds: float, sources: list[str] | None = None) -> SpeakerProfile:
@@ -78,7 +89,29 @@ class SpeakerProfile:
                 f"{len(features)}: one clip cannot tell a voice from its mood"
             )
         spread = spread_of(features, model.population_std.detach().float().cpu().numpy())
-        return cls(features.mean(axis=0), len(features), float(seconds), spread, model_signature(model), sources)
+        mean, mood_label, mood_share = features.mean(axis=0), None, None
+        if getattr(config, "mood_aware_profiles", False):
+            import torch
+
+            probs = model.reference_probabilities(torch.from_numpy(features)).cpu().numpy()
+            counts = np.bincount(probs.argmax(axis=1), minlength=config.num_labels)
+            mood_label, mood_share = config.id2label[int(counts.argmax())], float(counts.max() / len(features))
+            offsets = model.label_offsets.detach().float().cpu().numpy()
+            mean = (features - probs @ offsets).mean(axis=0)
+        return cls(mean, len(features), float(seconds), spread, model_signature(model), sources, mood_label, mood_share)
+
+    def mood_factor(self, config) -> float:
+        """How much of its weight the profile keeps given the share of its references heard as one label: 1 up to
+        the first of `config.profile_mood_shares`, 0 from the second on, linear between (1 without mood-aware
+        profiles)."""
+        if not getattr(config, "mood_aware_profiles", False) or self.mood_share is None:
+            return 1.0
+        full, none = config.profile_mood_shares
+        return float(np.clip((none - self.mood_share) / (none - full), 0.0, 1.0))
+
+    def one_mood(self, config) -> bool:
+        """Whether the references sound so much like one mood that the profile does not act."""
+        return self.mood_factor(config) == 0.0
 
     def effective_clips(self, config) -> float:
         """The clips the profile counts as: fewer when they vary less than a training speaker's clips do, less the
@@ -88,21 +121,28 @@ class SpeakerProfile:
     def weight(self, config) -> float:
         """How far the profile moves the centre from the population's toward its own mean (0 to 1)."""
         n = self.effective_clips(config)
-        return n / (n + config.profile_prior_clips) if n > 0 else 0.0
+        return self.mood_factor(config) * n / (n + config.profile_prior_clips) if n > 0 else 0.0
 
     def check(self, model) -> None:
         if model_signature(model) != self.model:
             raise ProfileError("this speaker profile was built with another model's features: build it again with this model")
 
     def describe(self, config) -> str:
+        if self.one_mood(config):
+            return (
+                f"a speaker profile of {self.num_clips} clips that sound like one mood ({self.mood_share:.0%} heard as "
+                f"{self.mood_label}): answered as without one, since centring on them would take that mood away"
+            )
         if self.weight(config) == 0:
             return (
                 f"a speaker profile of {self.num_clips} clips, too few to act (it needs more than "
                 f"{config.profile_offset_clips:g} varied clips): answered as without one"
             )
+        mood = self.mood_factor(config)
+        reduced = f"; less, as {self.mood_share:.0%} of them are heard as {self.mood_label}" if mood < 1 else ""
         return (
             f"adapted to a speaker profile of {self.num_clips} clips ({self.seconds:.0f} s; "
-            f"weight {self.weight(config):.2f})"
+            f"weight {self.weight(config):.2f}{reduced})"
         )
 
     def to_dict(self) -> dict:

@@ -6,12 +6,13 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import librosa
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLED, DATA_DIR, REPO
+from conftest import BUNDLED
 
 import predict
 from modeling import SERClassifier, load_audio
@@ -28,8 +29,8 @@ def classifier():
 
 
 @pytest.fixture(scope="module")
-def actor_clips():
-    return sorted(str(p) for p in (DATA_DIR / HELD_OUT).glob("*.flac"))
+def actor_clips(data_dir):
+    return sorted(str(p) for p in (data_dir / HELD_OUT).glob("*.flac"))
 
 
 def test_ge2e_backbone_equals_resemblyzer(actor_clips):
@@ -66,6 +67,7 @@ def probabilities(classifier, waves, profile=None):
     return np.array([[p.scores[label] for label in classifier.labels] for p in classifier.classify_batch(waves, profile=profile)])
 
 
+@pytest.mark.slow
 def test_a_shifted_voice_is_pulled_back_by_its_profile(classifier, actor_clips):
     """The same speaker's clips, pitch-shifted up two semitones (a higher voice): without a profile the answers
     drift from those of the original clips; with a profile of the shifted voice they move back toward those of the
@@ -91,7 +93,7 @@ def test_profile_of_one_clip_is_refused_and_few_clips_do_not_act(classifier, act
     with pytest.raises(ProfileError, match="at least 2 clips"):
         classifier.build_profile(actor_clips[:1])
     config = classifier.model.config
-    few = classifier.build_profile(actor_clips[:3])  # three clips: too little evidence to move the answer
+    few = classifier.build_profile(actor_clips[::20])  # three clips (three emotions): too little evidence to act
     some = classifier.build_profile(actor_clips[::4])
     many = classifier.build_profile(actor_clips)
     assert few.weight(config) == 0 < some.weight(config) < many.weight(config) < 1
@@ -103,7 +105,7 @@ def test_profile_of_one_clip_is_refused_and_few_clips_do_not_act(classifier, act
 
 
 def test_profile_round_trips_and_refuses_other_models(classifier, actor_clips, tmp_path):
-    profile = classifier.build_profile(actor_clips[:12])
+    profile = classifier.build_profile(actor_clips[::5])  # twelve clips of every emotion
     profile.save(tmp_path / "voice.json")
     loaded = SpeakerProfile.load(tmp_path / "voice.json")
     wave = load_audio(actor_clips[20])
@@ -120,7 +122,7 @@ def test_profile_round_trips_and_refuses_other_models(classifier, actor_clips, t
 
 def test_long_recording_adapts_to_itself_unless_told_not_to(classifier, actor_clips):
     gap = np.zeros(8000, np.float32)
-    recording = np.concatenate([x for p in actor_clips[:10] for x in (load_audio(p), gap)])
+    recording = np.concatenate([x for p in actor_clips[::6] for x in (load_audio(p), gap)])  # ten clips, every emotion
     adapted = classifier.classify(recording)
     assert adapted.adaptation and adapted.adaptation.startswith("self:")
     plain = classifier.classify(recording, self_adapt=False)
@@ -128,6 +130,32 @@ def test_long_recording_adapts_to_itself_unless_told_not_to(classifier, actor_cl
     assert adapted.scores != pytest.approx(plain.scores, abs=1e-4)
 
 
+def test_a_speaker_who_keeps_one_mood_keeps_it(classifier, actor_clips):
+    """All of an unseen actor's angry clips as references (someone angry for a whole call): the profile reads them
+    as one mood and does not act, so the answers are those without it, as a long recording of them that adapts to
+    itself; the same actor's clips of every emotion still make a profile that acts."""
+    angry = [p for p in actor_clips if Path(p).name.split("-")[2] == "05"]  # RAVDESS emotion 05
+    assert len(angry) == 8
+    profile = classifier.build_profile(angry)
+    config = classifier.model.config
+    assert config.mood_aware_profiles and profile.one_mood(config) and profile.weight(config) == 0
+    assert profile.mood_label == "angry" and "sound like one mood" in profile.describe(config)
+    waves = [load_audio(p) for p in angry]
+    adapted, plain = classifier.classify_batch(waves, profile=profile), classifier.classify_batch(waves)
+    assert [a.scores for a in adapted] == [pytest.approx(p.scores, abs=1e-6) for p in plain]
+    assert all("sound like one mood" in a.adaptation and a.adaptation_weight == 0 for a in adapted)
+    gap = np.zeros(8000, np.float32)
+    recording = np.concatenate([x for w in waves for x in (w, gap)])
+    itself = classifier.classify(recording)
+    assert itself.adaptation.startswith("self: 8 pieces") and "sound like one mood" in itself.adaptation
+    assert itself.scores == pytest.approx(classifier.classify(recording, self_adapt=False).scores, abs=1e-6)
+    # Varied references of the same voice act, relative to the voice rather than to its moods.
+    varied = classifier.build_profile(actor_clips)
+    assert not varied.one_mood(config) and varied.weight(config) > 0.3
+    assert np.linalg.norm(varied.mean - np.mean(classifier.reference_features(actor_clips)[0], axis=0)) > 0
+
+
+@pytest.mark.slow
 def test_profile_through_the_hub_path(actor_clips, tmp_path):
     """In a fresh interpreter that cannot import this project: the pipeline of the saved folder (trust_remote_code)
     takes reference clips or a saved profile, and gives SERClassifier's answer."""
@@ -138,7 +166,7 @@ def test_profile_through_the_hub_path(actor_clips, tmp_path):
     for name in hub_files(BUNDLED):
         shutil.copy(BUNDLED / name, hub / name)
     classifier = SERClassifier.from_pretrained(BUNDLED, device="cpu")
-    profile = classifier.build_profile(actor_clips[:10])
+    profile = classifier.build_profile(actor_clips[::6])
     profile.save(tmp_path / "voice.json")
     expected = classifier.classify_file(actor_clips[30], profile=profile).scores
     script = f"""
@@ -147,8 +175,8 @@ sys.modules["modeling"] = None; sys.modules["serving"] = None; sys.modules["trai
 from transformers import pipeline
 pipe = pipeline("audio-classification", model={str(hub)!r}, trust_remote_code=True)
 by_file = pipe({actor_clips[30]!r}, speaker_profile={str(tmp_path / "voice.json")!r}, details=True)
-by_refs = pipe({actor_clips[30]!r}, reference_audio={actor_clips[:10]!r}, details=True)
-profile = pipe.build_profile({actor_clips[:10]!r})
+by_refs = pipe({actor_clips[30]!r}, reference_audio={actor_clips[::6]!r}, details=True)
+profile = pipe.build_profile({actor_clips[::6]!r})
 print(json.dumps([by_file, by_refs, profile.num_clips]))
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -160,17 +188,18 @@ print(json.dumps([by_file, by_refs, profile.num_clips]))
     assert clips == 10
 
 
-def test_predict_adapts_each_speaker_folder(tmp_path):
+@pytest.mark.slow
+def test_predict_adapts_each_speaker_folder(tmp_path, data_dir):
     folders = {}
     for actor in ("Actor_14", "Actor_20"):
         folder = tmp_path / "speakers" / actor
         folder.mkdir(parents=True)
-        for path in sorted((DATA_DIR / actor).glob("*.flac"))[::5]:
+        for path in sorted((data_dir / actor).glob("*.flac"))[::5]:
             shutil.copy(path, folder / path.name)
         folders[actor] = folder
     lonely = tmp_path / "speakers" / "one-clip"
     lonely.mkdir()
-    shutil.copy(sorted((DATA_DIR / "Actor_01").glob("*.flac"))[0], lonely / "only.flac")
+    shutil.copy(sorted((data_dir / "Actor_01").glob("*.flac"))[0], lonely / "only.flac")
     out = tmp_path / "results.csv"
     assert predict.main([str(tmp_path / "speakers"), "--speaker_from", "folder", "--out", str(out), "--workers", "1"]) == 0
     rows = list(csv.DictReader(open(out, newline="")))
@@ -200,36 +229,47 @@ def test_predict_adapts_each_speaker_folder(tmp_path):
     assert {r["speaker"] for r in csv_rows} == {"twenty"} and all(r["adapted"] == "true" for r in csv_rows)
 
 
-def test_evaluate_reports_adaptation(tmp_path):
+@pytest.mark.slow
+def test_evaluate_reports_adaptation(tmp_path, data_dir, preprocessing_cache):
     import evaluate
 
     results = evaluate.main([
-        "--model_name_or_path", str(BUNDLED), "--data_dir", str(DATA_DIR), "--max_clips", "96",
-        "--speaker_adaptation", "--output_dir", str(tmp_path),
+        # 192 clips: a second clip of some speakers' emotions, for the one-mood condition.
+        "--model_name_or_path", str(BUNDLED), "--data_dir", str(data_dir), "--max_clips", "192",
+        "--speaker_adaptation", "--output_dir", str(tmp_path), "--preprocessing_cache_dir", preprocessing_cache,
     ])  # fmt: skip
     adaptation = results["adaptation"]
-    for condition in ("none", "all", "random_16", "few_skewed", "few_skewed_none"):
+    for condition in ("none", "all", "random_16", "few_skewed", "few_skewed_none", "one_mood", "one_mood_none"):
         assert 0 <= adaptation[condition]["accuracy"] <= 1 and 0 <= adaptation[condition]["uar"] <= 1
     assert adaptation["none"]["accuracy"] == pytest.approx(results["accuracy"], abs=1e-6)
+    assert adaptation["one_mood"]["clips"] == adaptation["one_mood_none"]["clips"] > 0
     assert "Speaker adaptation" in (tmp_path / "eval_results.md").read_text()
 
 
-def test_training_with_speaker_profiles_and_class_weights(tmp_path):
+def classifier_offsets_set(model_dir) -> bool:
+    """A trained model's label offsets (mood-aware profiles) were set from its training clips."""
+    model = SERClassifier.from_pretrained(model_dir, device="cpu").model
+    return bool(model.label_offsets.abs().sum() > 0)
+
+
+@pytest.mark.slow
+def test_training_with_speaker_profiles_and_class_weights(tmp_path, data_dir, preprocessing_cache):
     """A real Trainer run of the recipe's mode on a small subset: the saved model holds its population statistics
     and reports every reference condition; balanced class weights are recorded."""
+    import train
+
     out = tmp_path / "run"
-    cmd = [
-        sys.executable, "train.py", "--model_name_or_path", "ge2e", "--pooling", "mean_std", "--freeze_backbone", "true",
-        "--speaker_adaptation", "true", "--class_weights", "balanced", "--data_dir", str(DATA_DIR), "--max_clips", "160",
+    train.main([
+        "--model_name_or_path", "ge2e", "--pooling", "mean_std", "--freeze_backbone", "true",
+        "--speaker_adaptation", "true", "--class_weights", "balanced", "--data_dir", str(data_dir), "--max_clips", "160",
         "--num_test_actors", "4", "--num_val_actors", "2", "--num_train_epochs", "3", "--per_device_train_batch_size", "16",
         "--eval_strategy", "epoch", "--save_strategy", "no", "--report_to", "none", "--output_dir", str(out),
-        "--learning_rate", "0.001",
-    ]  # fmt: skip
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+        "--learning_rate", "0.001", "--preprocessing_cache_dir", preprocessing_cache,
+    ])  # fmt: skip
     results = json.loads((out / "all_results.json").read_text())
     assert results["model"]["speaker_adaptation"] is True
     assert set(results["adaptation"]) >= {"none", "all", "random_16", "few_skewed", "few_skewed_none"}
+    assert results["model"]["mood_aware_profiles"] is True and classifier_offsets_set(out)
     assert results["training"]["class_weights"] is not None
     classifier = SERClassifier.from_pretrained(out, device="cpu")
     assert classifier.adapts_to_speakers

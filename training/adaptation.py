@@ -98,16 +98,23 @@ def adaptation_report(
     - `all`: a profile of all of the speaker's clips;
     - `random_16`: of 16 of the speaker's clips, drawn at random (`draws` times);
     - `few_skewed`: the speaker has only 2-4 clips of 1-2 emotions (`draws` draws per speaker): the profile is built
-      from those clips and only they are classified, with and without it (`few_skewed_none`).
+      from those clips and only they are classified, with and without it (`few_skewed_none`);
+    - `one_mood`: a speaker who keeps one mood: the profile is built from all of the speaker's clips of one emotion
+      and only they are classified, with and without it (`one_mood_none`), for every speaker and emotion.
+
+    The centres are the ones the model gives at inference (`SpeakerProfile.from_features`, `speaker_center`).
     """
+    from modeling.profile import SpeakerProfile
+
+    model.eval()
     rng = np.random.default_rng(seed)
-    mean = model.population_mean.detach().cpu().numpy()
-    std = model.population_std.detach().cpu().numpy()
     speakers = np.asarray(speakers)
     by_speaker = {s: np.where(speakers == s)[0] for s in np.unique(speakers)}
 
     def center(rows):
-        return center_of(features[rows], mean, std, model.config)
+        profile = SpeakerProfile.from_features(model, features[rows], 0.0)
+        with torch.no_grad():
+            return model.speaker_center(profile).float().cpu().numpy()
 
     def report(truth, predicted):
         r = full_report(truth, predicted, labels)
@@ -136,9 +143,22 @@ def adaptation_report(
             without.append(_predict(model, features[chosen], None))
     out["few_skewed"] = report(np.concatenate(truth), np.concatenate(with_profile))
     out["few_skewed_none"] = report(np.concatenate(truth), np.concatenate(without))
+    truth, with_profile, without = [], [], []
+    for rows in by_speaker.values():
+        for label in np.unique(y[rows]):
+            chosen = rows[y[rows] == label]
+            if len(chosen) < model.config.profile_min_clips:
+                continue
+            truth.append(y[chosen])
+            with_profile.append(_predict(model, features[chosen], np.repeat(center(chosen)[None], len(chosen), 0)))
+            without.append(_predict(model, features[chosen], None))
+    if truth:  # a small subset may hold no speaker with two clips of one emotion
+        out["one_mood"] = report(np.concatenate(truth), np.concatenate(with_profile))
+        out["one_mood_none"] = report(np.concatenate(truth), np.concatenate(without))
     out["references"] = {
         "all": "every clip of the test speaker (balanced over the 8 emotions in RAVDESS: this flatters the figure)",
         "random_16": f"16 random clips of the test speaker, {draws} draws",
         "few_skewed": f"2-4 clips of 1-2 emotions per test speaker, {draws} draws each; only those clips classified",
+        "one_mood": "all of a test speaker's clips of one emotion, for each emotion; only those clips classified",
     }
     return out

@@ -212,6 +212,8 @@ def adaptation_table(adaptation: dict) -> str:
         "random_16": "profile of 16 random clips",
         "few_skewed_none": "only 2-4 clips of 1-2 emotions: no profile",
         "few_skewed": "only 2-4 clips of 1-2 emotions: profile of those clips",
+        "one_mood_none": "all of one emotion's clips (one mood): no profile",
+        "one_mood": "all of one emotion's clips (one mood): profile of those clips",
     }
     lines = ["\n## Speaker adaptation\n", "| references | accuracy | UAR |", "|---|---|---|"]
     for key, name in names.items():

@@ -465,13 +465,15 @@ def combined_features(model: SERForSequenceClassification, pooled: np.ndarray) -
 
 def fit_population(model: SERForSequenceClassification, train_data: datasets.Dataset, clean_rows: int, seed: int) -> ProfileSampler:
     """Sets the model's population statistics (over every training row, augmented copies included: the
-    conditions a profile will meet) and reference spread (over the clean clips); the sampler of the training
-    profiles, which draws from the clean clips."""
+    conditions a profile will meet), reference spread and label offsets (over the clean clips); the sampler of the
+    training profiles, which draws from the clean clips."""
     combined = combined_features(model, train_data["pooled_embeddings"])
     model.set_population(torch.from_numpy(combined).to(model.device))
     speakers, labels = list(train_data["speaker"])[:clean_rows], list(train_data["label"])[:clean_rows]
     std = model.population_std.detach().cpu().numpy()
     model.config.reference_spread = reference_spread(combined[:clean_rows], speakers, std)
+    # Mood-aware profiles (see modeling/profile.py): each label's offset, from the clean clips.
+    model.set_label_offsets(torch.from_numpy(combined[:clean_rows]).to(model.device), torch.tensor(labels, device=model.device))
     return ProfileSampler(combined[:clean_rows], speakers, labels, model, seed)
 
 

@@ -85,6 +85,7 @@ def assemble_results(
             "speaker_adaptation": bool(config.speaker_adaptation),
             "profile_prior_clips": config.profile_prior_clips if config.speaker_adaptation else None,
             "profile_offset_clips": config.profile_offset_clips if config.speaker_adaptation else None,
+            "mood_aware_profiles": bool(getattr(config, "mood_aware_profiles", False)),
             "pretrained_backbone": not model_args.backbone_config,
             "backbone_type": config.backbone_config.model_type,
             "hidden_size": config.hidden_size,

@@ -73,6 +73,18 @@ class SERConfig(PretrainedConfig):
         profile_min_clips (`int`, *optional*, defaults to 2):
             Fewest clips (or speech segments) a speaker profile is built from; one clip cannot tell a voice from
             its mood.
+        mood_aware_profiles (`bool`, *optional*, defaults to `False`):
+            Speaker profiles that keep a mood the speaker holds throughout. The model then holds `label_offsets`
+            (each label's mean pooled features over its clean training clips, minus `population_mean`). A profile
+            reads its references without adaptation first: the larger the share of them heard as one label, the
+            more they look like one mood and the less the profile acts (see `profile_mood_shares`; centring on an
+            angry speaker's clips would remove the anger); and each reference is counted without the offsets of
+            the labels it was heard as, so that the profile describes the voice rather than its moods. False for
+            models saved before (their profiles are plain means).
+        profile_mood_shares (`list[float]`, *optional*, defaults to `[0.35, 0.75]`):
+            With `mood_aware_profiles`: a profile acts fully while at most the first share of its references are
+            heard as one label, not at all from the second share on, and in proportion between; picked on the
+            validation speakers.
         id2label (`dict[int, str]`, *optional*):
             The model's labels, taken from the training data. Without labels (and without
             `num_labels`), the config gets transformers' two placeholders `LABEL_0`, `LABEL_1`: no dataset's label
@@ -97,6 +109,8 @@ class SERConfig(PretrainedConfig):
     reference_spread: float = 1.0
     profile_min_clips: int = 2
     profile_signature: str | None = None
+    mood_aware_profiles: bool = False
+    profile_mood_shares: list[float] | tuple[float, float] = (0.35, 0.75)
 
     def __post_init__(self, **kwargs):
         if self.id2label is not None and self.label2id is None:
@@ -107,6 +121,9 @@ class SERConfig(PretrainedConfig):
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
         if not self.profile_prior_clips >= 0:
             raise ValueError(f"profile_prior_clips must be >= 0, got {self.profile_prior_clips}")
+        full, none = self.profile_mood_shares
+        if not 0 <= full < none <= 1:
+            raise ValueError(f"profile_mood_shares must be two shares, the first below the second, got {self.profile_mood_shares}")
         super().__post_init__(**kwargs)
         if self.pooling == "weighted_mean" and self.backbone_config.model_type == GE2EConfig.model_type:
             raise ValueError("the GE2E backbone has a single hidden layer: use pooling 'mean' or 'mean_std'")

@@ -87,6 +87,8 @@ class SERPreTrainedModel(PreTrainedModel):
             if module.config.speaker_adaptation:
                 init.zeros_(module.population_mean)
                 init.ones_(module.population_std)
+                if module.config.mood_aware_profiles:
+                    init.zeros_(module.label_offsets)
 
 
 class SERForSequenceClassification(SERPreTrainedModel):
@@ -108,6 +110,8 @@ class SERForSequenceClassification(SERPreTrainedModel):
             # Set from the training data (`set_population`); saved with the weights.
             self.register_buffer("population_mean", torch.zeros(config.pooled_size))
             self.register_buffer("population_std", torch.ones(config.pooled_size))
+            if config.mood_aware_profiles:  # set with `set_label_offsets`
+                self.register_buffer("label_offsets", torch.zeros(config.num_labels, config.pooled_size))
         self.head = nn.Sequential(
             nn.Linear(config.pooled_size, config.head_hidden_size),
             nn.ReLU(),
@@ -207,6 +211,31 @@ class SERForSequenceClassification(SERPreTrainedModel):
             self.population_std.copy_(features.std(0).clamp(min=1e-6))
         digest = hashlib.sha1(features.mean(0).cpu().numpy().round(5).tobytes()).hexdigest()[:16]
         self.config.profile_signature = digest
+
+    def set_label_offsets(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Sets `label_offsets` from clean training clips' combined pooled features `(clips, pooled_size)` and their
+        label ids (each label's mean minus `population_mean`, which `set_population` must have set; zeros for a
+        label without clips), and turns on `config.mood_aware_profiles`. A reference heard as a label is, on
+        average, the population's mean, that label's offset and its speaker's voice."""
+        if not self.config.speaker_adaptation:
+            raise ValueError("the model was not built with speaker_adaptation=True")
+        features, labels = features.detach().float(), labels.to(features.device)
+        offsets = torch.zeros(self.config.num_labels, self.config.pooled_size, device=features.device)
+        for label in range(self.config.num_labels):
+            if (labels == label).any():
+                offsets[label] = features[labels == label].mean(0) - self.population_mean.to(features)
+        if not self.config.mood_aware_profiles:
+            self.register_buffer("label_offsets", offsets.to(self.population_mean))
+            self.config.mood_aware_profiles = True
+        else:
+            with torch.no_grad():
+                self.label_offsets.copy_(offsets)
+
+    @torch.no_grad()
+    def reference_probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        """How a profile's references `(clips, pooled_size)` are heard without adaptation (calibrated probabilities)."""
+        logits = self.head((features.to(self.population_mean) - self.population_mean) / self.population_std)
+        return (logits / self.config.temperature).float().softmax(-1)
 
     def speaker_center(self, profile) -> torch.Tensor:
         """The centre a [`SpeakerProfile`] gives: its mean, shrunk toward the population's by its evidence."""
