@@ -47,15 +47,18 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Marks the tests that read the corpus (through the `data_dir` fixture, or marked `corpus`) and skips them,
-    with how to get it, where it is absent; then puts the slow tests first (xdist hands out work in this order)."""
-    skip = pytest.mark.skip(reason=f"this test {CORPUS_HELP}")
+    """Marks the tests that read the corpus (through the `data_dir` fixture, or marked `corpus`); then puts the slow
+    tests first (xdist hands out work in this order)."""
     for item in items:
         if "data_dir" in getattr(item, "fixturenames", ()):
             item.add_marker("corpus")
-        if not CORPUS_FOUND and item.get_closest_marker("corpus"):
-            item.add_marker(skip)
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise in file order
+
+
+def pytest_runtest_setup(item):
+    # Skipped from here, so that the summary gives the reason once for all of them.
+    if not CORPUS_FOUND and item.get_closest_marker("corpus"):
+        pytest.skip(f"this test {CORPUS_HELP}")
 
 
 # An eight-label set for models made in tests (the RAVDESS reader's labels); a model's own labels live in its config.
