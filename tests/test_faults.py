@@ -24,7 +24,7 @@ from serving.files import atomic_path
 from training import checkpoints
 
 ARGS = [
-    "configs/tiny.yaml", "--data_dir", str(DATA_DIR), "--max_clips", "96", "--num_train_epochs", "3", "--eval_strategy", "no",
+    "configs/tiny.yaml", "--data_dir", str(DATA_DIR), "--max_clips", "96", "--num_train_epochs", "2", "--eval_strategy", "no",
     "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "3", "--load_best_model_at_end", "false",
     "--logging_steps", "1", "--dataloader_pin_memory", "false",
 ]  # fmt: skip

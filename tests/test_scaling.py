@@ -248,7 +248,7 @@ def test_sharded_embedding_cache_keeps_the_results_on_ravdess_and_emodb(tmp_path
     common = [
         "--model_name_or_path", "ge2e", "--pooling", "mean_std", "--speaker_adaptation", "true",
         "--augment", "true", "--augment_conditions", "true", "--augment_copies", "1", "--data_dir", str(data_dir),
-        "--augment_backgrounds", str(REPO / ".cache" / "sounds" / "lincity-ng" / "training"), "--emodb_dir", str(emodb), "--label_map", '{"boredom": null}', "--max_clips", "160", "--num_train_epochs", "2",
+        "--augment_backgrounds", str(REPO / ".cache" / "sounds" / "lincity-ng" / "training"), "--emodb_dir", str(emodb), "--label_map", '{"boredom": null}', "--max_clips", "120", "--num_train_epochs", "2",
         "--per_device_train_batch_size", "32", "--learning_rate", "0.001", "--eval_strategy", "epoch",
         "--save_strategy", "no", "--report_to", "none", "--preprocessing_cache_dir", str(tmp_path / "cache"),
     ]  # fmt: skip

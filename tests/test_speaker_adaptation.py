@@ -150,9 +150,10 @@ def test_a_speaker_who_keeps_one_mood_keeps_it(classifier, actor_clips):
     assert itself.adaptation.startswith("self: 8 pieces") and "sound like one mood" in itself.adaptation
     assert itself.scores == pytest.approx(classifier.classify(recording, self_adapt=False).scores, abs=1e-6)
     # Varied references of the same voice act, relative to the voice rather than to its moods.
-    varied = classifier.build_profile(actor_clips)
+    features, seconds = classifier.reference_features(actor_clips)
+    varied = SpeakerProfile.from_features(classifier.model, features, seconds)
     assert not varied.one_mood(config) and varied.weight(config) > 0.3
-    assert np.linalg.norm(varied.mean - np.mean(classifier.reference_features(actor_clips)[0], axis=0)) > 0
+    assert np.linalg.norm(varied.mean - features.mean(axis=0)) > 0
 
 
 @pytest.mark.slow
@@ -233,17 +234,19 @@ def test_predict_adapts_each_speaker_folder(tmp_path, data_dir):
 def test_evaluate_reports_adaptation(tmp_path, data_dir, preprocessing_cache):
     import evaluate
 
+    # Two unseen actors, three clips of each of their emotions: enough for every reference condition, one mood included.
+    for actor in ("Actor_14", "Actor_15"):
+        shutil.copytree(data_dir / actor, tmp_path / "two-actors" / actor)
     results = evaluate.main([
-        # 192 clips: a second clip of some speakers' emotions, for the one-mood condition.
-        "--model_name_or_path", str(BUNDLED), "--data_dir", str(data_dir), "--max_clips", "192",
-        "--speaker_adaptation", "--output_dir", str(tmp_path), "--preprocessing_cache_dir", preprocessing_cache,
+        "--model_name_or_path", str(BUNDLED), "--data_dir", str(tmp_path / "two-actors"), "--max_clips", "48",
+        "--speaker_adaptation", "--output_dir", str(tmp_path / "eval"), "--preprocessing_cache_dir", preprocessing_cache,
     ])  # fmt: skip
     adaptation = results["adaptation"]
     for condition in ("none", "all", "random_16", "few_skewed", "few_skewed_none", "one_mood", "one_mood_none"):
         assert 0 <= adaptation[condition]["accuracy"] <= 1 and 0 <= adaptation[condition]["uar"] <= 1
     assert adaptation["none"]["accuracy"] == pytest.approx(results["accuracy"], abs=1e-6)
     assert adaptation["one_mood"]["clips"] == adaptation["one_mood_none"]["clips"] > 0
-    assert "Speaker adaptation" in (tmp_path / "eval_results.md").read_text()
+    assert "Speaker adaptation" in (tmp_path / "eval" / "eval_results.md").read_text()
 
 
 def classifier_offsets_set(model_dir) -> bool:
