@@ -25,22 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import BUNDLED, DATA_DIR, REPO, save
+from common import BUNDLED, REPO, bundled_records, save
 
 from modeling import SERClassifier, load_audio
 from modeling.inference import embed_features, profile_features
 from modeling.profile import SpeakerProfile
-from training.args import parse_train_args
-from training.experiment import load_records
 
 PAUSE_S = 0.6
-
-
-def records() -> list[dict]:
-    """The bundled model's data (configs/bundled.yaml: RAVDESS + EmoDB, boredom dropped), deduplicated."""
-    flags = [str(REPO / "configs" / "bundled.yaml"), "--data_dir", str(DATA_DIR), "--emodb_dir", str(DATA_DIR.parent / "emodb16k")]
-    _, data_args, _ = parse_train_args([*flags, "--output_dir", "unused"])
-    return load_records(data_args)[0]
 
 
 def features_of(classifier: SERClassifier, waves: list[np.ndarray]) -> np.ndarray:
@@ -84,7 +75,7 @@ def main() -> None:
     classifier = SERClassifier.from_pretrained(args.model, device="cpu")
     model, labels = classifier.model, classifier.labels
     split = json.loads((args.model / "all_results.json").read_text())["split"]["actors"]
-    rows = [r for r in records() if r["label"] in labels]
+    rows = [r for r in bundled_records() if r["label"] in labels]
 
     if args.write_to_model:
         train = [r for r in rows if r["speaker"] in split["train"]]

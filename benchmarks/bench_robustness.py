@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import BUNDLED, DATA_DIR, REPO, RESULTS, save
+from common import BUNDLED, REPO, RESULTS, bundled_records, save
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import recall_score
 from sklearn.pipeline import make_pipeline
@@ -37,20 +37,11 @@ from sklearn.preprocessing import StandardScaler
 from modeling import AudioError, SERClassifier, load_audio
 from modeling.speech import detector
 from training import conditions as C
-from training.args import parse_train_args
 from training.auxiliary import egemaps_functionals
 from training.data import cache_root
-from training.experiment import load_records
 
 MUSIC = REPO / ".cache" / "music" / "asc-music" / "files"
 ENVIRONMENT = REPO / ".cache" / "sounds" / "lincity-ng" / "held-out"
-
-
-def records() -> list[dict]:
-    """The bundled model's data (configs/bundled.yaml: RAVDESS + EmoDB, boredom dropped), deduplicated."""
-    flags = [str(REPO / "configs" / "bundled.yaml"), "--data_dir", str(DATA_DIR), "--emodb_dir", str(DATA_DIR.parent / "emodb16k")]
-    _, data_args, _ = parse_train_args([*flags, "--output_dir", "unused"])
-    return load_records(data_args)[0]
 
 
 ROOMS_PER_RT60 = 6
@@ -125,7 +116,7 @@ def main() -> None:
         write_to_model(args.model, RESULTS / "robustness.json")
         return
 
-    every = records()
+    every = bundled_records()
     # The model's own split: its held-out speakers are measured; babble and the anchor come from its training ones.
     split = json.loads((args.model / "all_results.json").read_text())["split"]["actors"]
     test = [r for r in every if r["speaker"] in split[args.speakers]]

@@ -22,6 +22,16 @@ BUNDLED = REPO / "checkpoints" / "ge2e-ravdess-emodb"
 BASE_BACKBONE = {"model_type": "wav2vec2"}
 
 
+def bundled_records() -> list[dict]:
+    """The bundled model's data (configs/bundled.yaml: RAVDESS + EmoDB, boredom dropped), deduplicated."""
+    from training.args import parse_train_args
+    from training.experiment import load_records
+
+    flags = [str(REPO / "configs" / "bundled.yaml"), "--data_dir", str(DATA_DIR), "--emodb_dir", str(DATA_DIR.parent / "emodb16k")]
+    _, data_args, _ = parse_train_args([*flags, "--output_dir", "unused"])
+    return load_records(data_args)[0]
+
+
 def machine() -> dict:
     return {
         "machine": platform.machine(),
