@@ -112,6 +112,8 @@ def adaptation_report(
     by_speaker = {s: np.where(speakers == s)[0] for s in np.unique(speakers)}
 
     def center(rows):
+        if len(rows) < model.config.profile_min_clips:  # a speaker with one clip in a small subset: no profile
+            return model.population_mean.float().cpu().numpy()
         profile = SpeakerProfile.from_features(model, features[rows], 0.0)
         with torch.no_grad():
             return model.speaker_center(profile).float().cpu().numpy()
