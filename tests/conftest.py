@@ -65,6 +65,18 @@ def pytest_runtest_setup(item):
 TEST_LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
 
+def train_in_repo(argv: list[str]) -> dict:
+    """train.py's `main` in this process, run from the repository (a config's paths are relative to it)."""
+    import train
+
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        return train.main(argv)
+    finally:
+        os.chdir(cwd)
+
+
 def labelled(labels=TEST_LABELS) -> dict:
     """`SERConfig` keyword arguments for a label set."""
     return {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}

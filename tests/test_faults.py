@@ -15,10 +15,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_DIR, REPO, tiny_backbone
+from conftest import DATA_DIR, REPO, tiny_backbone, train_in_repo
 from transformers import AutoModelForAudioClassification
 
-import train
 from modeling import SERConfig, SERForSequenceClassification
 from serving.files import atomic_path
 from training import checkpoints
@@ -43,12 +42,7 @@ def launch(out, cache_dir):
 
 def train_here(out, cache_dir, *extra) -> None:
     """train.py's `main` in this process (the runs that are not killed)."""
-    cwd = os.getcwd()
-    os.chdir(REPO)  # the config's paths are relative to the repository
-    try:
-        train.main([*ARGS, "--output_dir", str(out), "--preprocessing_cache_dir", cache_dir, *extra])
-    finally:
-        os.chdir(cwd)
+    train_in_repo([*ARGS, "--output_dir", str(out), "--preprocessing_cache_dir", cache_dir, *extra])
 
 
 def steps(out):

@@ -1,15 +1,13 @@
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR, REPO
+from conftest import DATA_DIR, train_in_repo
 from PIL import Image
 
-import train
 from training.sources import DataError, scan_ravdess_folder
 
 RAVDESS_LABELS = sorted(["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"])
@@ -28,12 +26,7 @@ def run_train(tmp_path, cache_dir, *args, name="run"):
     # The data the suite was pointed at (SER_DATA_DIR), not the config's default location.
     argv = ["configs/tiny.yaml", "--output_dir", str(out), "--data_dir", str(DATA_DIR), "--preprocessing_cache_dir", cache_dir]
     argv += [*QUICK, *args]
-    cwd = os.getcwd()
-    os.chdir(REPO)  # the config's data_dir is relative to the repository
-    try:
-        return train.main(argv), out
-    finally:
-        os.chdir(cwd)
+    return train_in_repo(argv), out
 
 
 @pytest.mark.slow
