@@ -123,8 +123,8 @@ def adaptation_report(
         return {"accuracy": r["accuracy"], "uar": r["uar"], "clips": int(len(truth))}
 
     out = {"none": report(y, _predict(model, features, None))}
-    centers = np.stack([center(by_speaker[s]) for s in speakers])
-    out["all"] = report(y, _predict(model, features, centers))
+    of_speaker = {s: center(rows) for s, rows in by_speaker.items()}  # one profile per speaker, not per clip
+    out["all"] = report(y, _predict(model, features, np.stack([of_speaker[s] for s in speakers])))
     truth, predicted = [], []
     for _ in range(draws):
         centers = {s: center(rng.choice(rows, size=min(16, len(rows)), replace=False)) for s, rows in by_speaker.items()}
